@@ -1,0 +1,41 @@
+"""domain-mlflow: one model per domain, trained, gated and registered with MLflow.
+
+The seed's classes are importable from here; heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from domain_mlflow.exceptions import DomainMlflowError
+from domain_mlflow.gate import GateDecision, Thresholds, decide
+from domain_mlflow.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from domain_mlflow.training.config import TrainingConfig
+    from domain_mlflow.training.trainer import DomainTrainer
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DomainTrainer": "domain_mlflow.training.trainer",
+    "TrainingConfig": "domain_mlflow.training.config",
+}
+
+__all__ = [
+    "DomainMlflowError",
+    "DomainTrainer",
+    "GateDecision",
+    "Settings",
+    "Thresholds",
+    "TrainingConfig",
+    "decide",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'domain_mlflow' has no attribute {name!r}")

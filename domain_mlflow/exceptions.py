@@ -1,0 +1,74 @@
+"""The errors domain-mlflow raises: one base class, one child per kind of mistake."""
+
+from __future__ import annotations
+
+
+class DomainMlflowError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(DomainMlflowError):
+    """An environment variable, argument or tag has a value we cannot use."""
+
+
+class InvalidDomainIdError(ConfigError):
+    """A domain id that would be unsafe as a file name, tag or registry name."""
+
+
+class DataError(DomainMlflowError):
+    """A training data file that cannot be used.
+
+    ``path`` is the file; ``location`` is ``"line N"`` (JSONL) or ``"index N"``
+    (JSON array) when the problem is in one record.
+    """
+
+    def __init__(self, path: str, problem: str, location: str | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.location = location
+        where = f"{path}, {location}" if location else path
+        super().__init__(f"{where}: {problem}")
+
+
+class DataFileNotFoundError(DataError):
+    """The data file does not exist or is not a file."""
+
+
+class DataEncodingError(DataError):
+    """The data file is not valid UTF-8."""
+
+
+class EmptyDataError(DataError):
+    """The data file holds no records at all."""
+
+
+class DataTooLargeError(DataError):
+    """The data file is larger than the configured limit."""
+
+
+class MalformedJSONError(DataError):
+    """A line (JSONL) or the whole file (JSON array) is not valid JSON."""
+
+
+class RecordFormatError(DataError):
+    """A record is not an object, or lacks the fields of every supported format."""
+
+
+class NoUsableRecordsError(DataError):
+    """Nothing is left to train on after filtering by domain and removing duplicates."""
+
+
+class BaseModelError(DomainMlflowError):
+    """The base model cannot be found, loaded or adapted."""
+
+
+class TrainingDivergedError(DomainMlflowError):
+    """The loss became NaN or infinite; the run is failed and nothing is registered."""
+
+
+class CheckpointError(DomainMlflowError):
+    """A checkpoint to resume from is missing or does not match the run."""
+
+
+class RegistryError(DomainMlflowError):
+    """The MLflow Model Registry refused an operation or holds unexpected data."""

@@ -1,0 +1,99 @@
+"""The MLflow Model Registry as domain-mlflow uses it: one registered model per domain.
+
+Registered model name: ``domain.{domain_id}`` (tagged ``domain_id``). Per-domain
+gate thresholds live in its tags ``threshold.accuracy``, ``threshold.latency_ms``,
+``threshold.training_loss`` and ``threshold.validation_loss``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST
+from mlflow.tracking import MlflowClient
+
+from domain_mlflow.exceptions import ConfigError
+from domain_mlflow.gate import GATED_METRICS, Thresholds
+from domain_mlflow.naming import registered_model_name
+
+THRESHOLD_TAG_PREFIX = "threshold."
+
+
+def _error_code(error: MlflowException) -> str:
+    return str(getattr(error, "error_code", ""))
+
+
+def _is(error: MlflowException, code: int) -> bool:
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    return _error_code(error) == ErrorCode.Name(code)
+
+
+def registered_model_tags(client: MlflowClient, domain_id: str) -> dict[str, str] | None:
+    """The tags of the domain's registered model, or ``None`` if it does not exist yet."""
+    try:
+        return dict(client.get_registered_model(registered_model_name(domain_id)).tags)
+    except MlflowException as error:
+        if _is(error, RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
+def threshold_overrides(tags: Mapping[str, str], where: str) -> dict[str, float]:
+    """Parse ``threshold.<metric>`` tags; a bad one is a :class:`ConfigError` naming it."""
+    overrides: dict[str, float] = {}
+    for key, value in tags.items():
+        if not key.startswith(THRESHOLD_TAG_PREFIX):
+            continue
+        metric = key[len(THRESHOLD_TAG_PREFIX) :]
+        if metric not in GATED_METRICS:
+            raise ConfigError(
+                f"tag {key!r} on {where} names no gated metric; use one of "
+                + ", ".join(THRESHOLD_TAG_PREFIX + name for name in GATED_METRICS)
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"tag {key}={value!r} on {where} is not a non-negative number")
+        overrides[metric] = number
+    return overrides
+
+
+def domain_thresholds(client: MlflowClient, domain_id: str, defaults: Thresholds) -> Thresholds:
+    """``defaults`` (from the environment) with the domain's registered-model tags applied."""
+    tags = registered_model_tags(client, domain_id) or {}
+    where = f"registered model {registered_model_name(domain_id)!r}"
+    return defaults.with_overrides(threshold_overrides(tags, where))
+
+
+def ensure_registered_model(client: MlflowClient, domain_id: str) -> str:
+    name = registered_model_name(domain_id)
+    try:
+        client.create_registered_model(
+            name,
+            tags={"domain_id": domain_id},
+            description=f"Models of domain {domain_id}, one version per training run.",
+        )
+    except MlflowException as error:
+        if not _is(error, RESOURCE_ALREADY_EXISTS):
+            raise
+    return name
+
+
+def register_version(
+    client: MlflowClient,
+    domain_id: str,
+    source: str,
+    run_id: str,
+    tags: Mapping[str, str],
+) -> ModelVersion:
+    """Create the next version of the domain's registered model with ``tags``."""
+    name = ensure_registered_model(client, domain_id)
+    return client.create_model_version(
+        name=name, source=source, run_id=run_id, tags=dict(tags)
+    )

@@ -1,0 +1,146 @@
+"""Every environment variable the package reads, typed and validated in one place."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from domain_mlflow.exceptions import ConfigError
+from domain_mlflow.gate import Thresholds
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(env, name)
+    return default if value is None else parse_bool(name, value)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float = math.inf
+) -> float:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and low <= number <= high):
+        bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"at least {low:g}"
+        raise ConfigError(f"{name}={value!r} is not valid: it must be a number {bound}")
+    return number
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ConfigError(f"{name}={value!r} is not valid: it must be a whole number "
+                          f"between {low} and {high}")
+    return int(value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _raw(env, name)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in schemes and bool(parts.netloc or parts.path)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"{name}={redact_url(value)!r} is not valid: it must be a URL starting with "
+            + " or ".join(f"{scheme}://" for scheme in schemes)
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration from the environment; secrets are kept out of ``repr``."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    enable_domain_training: bool = False
+    metrics_time_window_days: int = 30
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8085
+    mlflow_tracking_uri: str = DEFAULT_TRACKING_URI
+    postgres_dsn: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    localai_url: str | None = None
+    localai_api_key: str | None = field(default=None, repr=False)
+    localai_models_dir: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    poll_interval_seconds: float = 30.0
+    auto_rollback: bool = False
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    cache_dir: str = field(default_factory=lambda: str(Path.home() / ".cache" / "domain-mlflow"))
+    checkpoint_dir: str = "./checkpoints"
+    model_output_dir: str = "./models/domain_models"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default ``os.environ``); a bad value raises
+    :class:`ConfigError` naming the variable."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    base = Thresholds()
+    thresholds = Thresholds(
+        accuracy=_number(env, "DEPLOY_ACCURACY_THRESHOLD", base.accuracy, 0.0, 1.0),
+        latency_ms=_number(env, "DEPLOY_LATENCY_THRESHOLD", base.latency_ms, 0.0),
+        training_loss=_number(env, "DEPLOY_LOSS_THRESHOLD", base.training_loss, 0.0),
+        validation_loss=_number(env, "DEPLOY_VAL_LOSS_THRESHOLD", base.validation_loss, 0.0),
+    )
+    return Settings(
+        thresholds=thresholds,
+        enable_domain_training=_bool(env, "ENABLE_DOMAIN_TRAINING", False),
+        metrics_time_window_days=_integer(env, "METRICS_TIME_WINDOW_DAYS", 30, 1, 3650),
+        dashboard_host=_raw(env, "DASHBOARD_HOST") or defaults.dashboard_host,
+        dashboard_port=_integer(env, "DASHBOARD_PORT", 8085, 1, 65535),
+        mlflow_tracking_uri=_raw(env, "MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+        postgres_dsn=_url(env, "POSTGRES_DSN", ("postgres", "postgresql")),
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+        localai_url=_url(env, "LOCALAI_URL", ("http", "https")),
+        localai_api_key=_raw(env, "LOCALAI_API_KEY"),
+        localai_models_dir=_raw(env, "LOCALAI_MODELS_DIR"),
+        webhook_secret=_raw(env, "WEBHOOK_SECRET"),
+        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 30.0, 0.1, 86400.0),
+        auto_rollback=_bool(env, "AUTO_ROLLBACK", False),
+        alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL", ("http", "https")),
+        cache_dir=_raw(env, "DOMAIN_MLFLOW_CACHE_DIR") or defaults.cache_dir,
+        checkpoint_dir=_raw(env, "CHECKPOINT_DIR") or defaults.checkpoint_dir,
+        model_output_dir=_raw(env, "MODEL_OUTPUT_DIR") or defaults.model_output_dir,
+    )

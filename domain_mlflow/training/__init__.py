@@ -1,0 +1,1 @@
+"""Training: the tiny base model, LoRA or from-scratch training, evaluation."""

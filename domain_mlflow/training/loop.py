@@ -1,0 +1,238 @@
+"""The training loop: a plain torch loop with resumable batches and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from domain_mlflow.exceptions import CheckpointError, TrainingDivergedError
+from domain_mlflow.training.features import IGNORE_INDEX, EncodedExample, collate
+
+
+class MetricSink(Protocol):
+    def log(self, key: str, value: float, step: int) -> None: ...
+
+
+class NullSink:
+    def log(self, key: str, value: float, step: int) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_steps: int
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_grad_norm: float = 1.0
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 42
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    start_step: int
+    training_loss: float
+    validation_loss: float
+    tokens_per_second: float
+    train_tokens: int
+    train_seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
+    """The example indices of a global step: a fresh seeded permutation per epoch.
+
+    Stateless, so a resumed run draws exactly the batches the first run would have.
+    """
+    per_epoch = math.ceil(n_examples / batch_size)
+    epoch, position = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n_examples, generator=generator)
+    return order[position * batch_size : (position + 1) * batch_size].tolist()
+
+
+def _schedule(config: LoopConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens, the same value as ``model(**batch).loss``.
+
+    Logits are computed only at the positions that predict a target token
+    (``logits_to_keep`` with a boolean mask), which skips the vocabulary projection
+    and softmax over every prompt and padding position. Models that do not support
+    such a mask fall back to the full forward pass.
+    """
+    targets = batch["labels"][:, 1:] != IGNORE_INDEX
+    keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    keep[:, :-1] = targets
+    try:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=keep).logits
+    except TypeError:
+        logits = None
+    if logits is None or logits.dim() != 2 or logits.shape[0] != int(targets.sum()):
+        return model(**batch).loss
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"][:, 1:][targets])
+
+
+@torch.no_grad()
+def validation_loss(
+    model: Any, examples: list[EncodedExample], pad_token_id: int, batch_size: int = 64
+) -> float:
+    """Token-weighted mean loss over the completions of ``examples``."""
+    was_training = model.training
+    model.eval()
+    total = tokens = 0.0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_token_id)
+        count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        if count:
+            total += float(completion_loss(model, batch)) * count
+            tokens += count
+    model.train(was_training)
+    return total / tokens if tokens else float("nan")
+
+
+def _check_finite(name: str, value: float, step: int, learning_rate: float) -> None:
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"{name} became {value} at step {step}; the run is failed and nothing is "
+            f"registered. Lower learning_rate (it was {learning_rate}) or check the data."
+        )
+
+
+class TrainingLoop:
+    """Runs ``max_steps`` optimiser steps over encoded examples.
+
+    ``on_checkpoint(step, state)`` receives the state to save every
+    ``checkpoint_every`` steps and at the end; ``resume_state`` is such a state.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train: list[EncodedExample],
+        validation: list[EncodedExample],
+        config: LoopConfig,
+        pad_token_id: int,
+        sink: MetricSink | None = None,
+        on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+        progress: bool | None = None,
+        description: str = "training",
+    ) -> None:
+        self.model = model
+        self.description = description
+        self.train_examples = train
+        self.validation_examples = validation
+        self.config = config
+        self.pad_token_id = pad_token_id
+        self.sink = sink or NullSink()
+        self.on_checkpoint = on_checkpoint
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+
+    def state(self, step: int, losses: list[float]) -> dict[str, Any]:
+        trainable = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                     if p.requires_grad}
+        return {
+            "step": step,
+            "trainable": trainable,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "last_loss": torch.tensor(losses[-1:], dtype=torch.float64),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, list[float]]:
+        missing = set(state["trainable"]) ^ {
+            n for n, p in self.model.named_parameters() if p.requires_grad
+        }
+        if missing:
+            raise CheckpointError(
+                f"checkpoint does not match the model (parameters {sorted(missing)[:5]}); "
+                "resume with the same base_model, fine_tune and lora_r"
+            )
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                if name in state["trainable"]:
+                    parameter.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        return int(state["step"]), state["last_loss"].tolist()
+
+    def _batches(self, start_step: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        n = len(self.train_examples)
+        for step in range(start_step, self.config.max_steps):
+            indices = batch_indices(step, n, self.config.batch_size, self.config.seed)
+            yield step, collate([self.train_examples[i] for i in indices], self.pad_token_id)
+
+    def run(self, resume_state: dict[str, Any] | None = None) -> LoopResult:
+        from tqdm.auto import tqdm
+
+        start_step, losses = self._restore(resume_state) if resume_state else (0, [])
+        config = self.config
+        self.model.train()
+        tokens, seconds, val_loss = 0, 0.0, float("nan")
+        bar = tqdm(total=config.max_steps, initial=start_step, disable=not self.progress,
+                   desc=self.description, unit="step")
+        for step, batch in self._batches(start_step):
+            started = time.perf_counter()
+            loss = completion_loss(self.model, batch)
+            value = float(loss.detach())
+            _check_finite("training_loss", value, step + 1, config.learning_rate)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            seconds += time.perf_counter() - started
+            tokens += int(batch["attention_mask"].sum())
+            losses.append(value)
+            done = step + 1
+            self.sink.log("training_loss", value, done)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}")
+            if done % config.eval_every == 0 or done == config.max_steps:
+                val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
+                _check_finite("validation_loss", val_loss, done, config.learning_rate)
+                self.sink.log("validation_loss", val_loss, done)
+            if self.on_checkpoint and (
+                done % config.checkpoint_every == 0 or done == config.max_steps
+            ):
+                self.on_checkpoint(done, self.state(done, losses))
+        bar.close()
+        if start_step >= config.max_steps:
+            val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
+        return LoopResult(
+            steps=config.max_steps,
+            start_step=start_step,
+            # the last step's loss: the value MLflow shows as the run's training_loss
+            training_loss=losses[-1] if losses else float("nan"),
+            validation_loss=val_loss,
+            tokens_per_second=tokens / seconds if seconds else 0.0,
+            train_tokens=tokens,
+            train_seconds=seconds,
+            losses=losses,
+        )

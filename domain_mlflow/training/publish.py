@@ -1,0 +1,92 @@
+"""What a finished training run leaves behind: model folders, the pyfunc model, the version."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from domain_mlflow.data.records import Example
+from domain_mlflow.gate import GateDecision
+
+_PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def save_model_folders(
+    output_dir: Path, model: Any, merged: Any, tokenizer: Any, fine_tune: bool
+) -> dict[str, Path]:
+    """Write the seed's local layout; returns artifact path → local folder.
+
+    ``adapter/`` (LoRA only), ``merged_model/`` (weights + tokenizer, ready to serve)
+    and ``tokenizer/``.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    folders: dict[str, Path] = {}
+    if fine_tune:
+        folders["adapter"] = output_dir / "adapter"
+        model.save_pretrained(folders["adapter"])
+    folders["merged_model"] = output_dir / "merged_model"
+    merged.save_pretrained(folders["merged_model"])
+    tokenizer.save_pretrained(folders["merged_model"])
+    folders["tokenizer"] = output_dir / "tokenizer"
+    tokenizer.save_pretrained(folders["tokenizer"])
+    return folders
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    # Drop local labels such as "+cpu": the pin must resolve on any index.
+    names = ("mlflow", "torch", "transformers")
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+
+
+def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example]) -> Any:
+    """Log the merged model as a pyfunc ("models from code"); returns MLflow's ModelInfo."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from domain_mlflow.training.evaluation import max_new_tokens_for
+    from domain_mlflow.training.features import PROMPT_TEMPLATE
+
+    with warnings.catch_warnings():
+        # The signature is explicit; an input example would only re-run the model.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(_PYFUNC_MODEL_FILE),
+            artifacts={"model": str(merged_folder)},
+            model_config={
+                "prompt_template": PROMPT_TEMPLATE,
+                "max_new_tokens": max_new_tokens_for(train, tokenizer),
+            },
+            signature=ModelSignature(
+                inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")])
+            ),
+            pip_requirements=serving_requirements(),
+        )
+
+
+def version_tags(
+    *,
+    domain_id: str,
+    model_version: str,
+    training_run_id: str,
+    decision: GateDecision,
+    metrics: Mapping[str, float],
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """Tags of a new model version: identity, the gate's decision and the metrics."""
+    return {
+        "domain_id": domain_id,
+        "model_version": model_version,
+        "training_run_id": training_run_id,
+        "validation_status": decision.status,
+        "validation_reasons": decision.summary(),
+        "gate_thresholds": json.dumps(decision.thresholds.as_dict()),
+        **extra,
+        **{name: repr(float(value)) for name, value in metrics.items()},
+    }

@@ -1,0 +1,1 @@
+"""Thin scripts behind the MLproject entry points."""

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real MLflow store per test, one tiny base model per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests never leave the machine: no model hub, no MLflow usage telemetry. Set before
+# anything imports huggingface_hub or mlflow, which read these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+from tests.helpers import EXAMPLES
+
+# Variables a developer's shell may carry that would leak into the tests.
+_ISOLATED_VARIABLES = (
+    "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI", "DEPLOY_ACCURACY_THRESHOLD", "DEPLOY_LATENCY_THRESHOLD",
+    "DEPLOY_LOSS_THRESHOLD", "DEPLOY_VAL_LOSS_THRESHOLD", "CHECKPOINT_DIR", "MODEL_OUTPUT_DIR",
+    "POSTGRES_DSN", "REDIS_URL", "LOCALAI_URL", "LOCALAI_API_KEY",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the tiny base is built once for the whole session.
+
+    A developer may point DOMAIN_MLFLOW_CACHE_DIR at an existing cache to skip the
+    build; CI leaves it unset, so the build itself is exercised every run.
+    """
+    return os.environ.get("DOMAIN_MLFLOW_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cache_dir: str
+) -> Iterator[str]:
+    """A fresh SQLite MLflow store and output folders in ``tmp_path`` for every test."""
+    import mlflow
+
+    for name in _ISOLATED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DOMAIN_MLFLOW_CACHE_DIR", tiny_cache_dir)
+    monkeypatch.setenv("CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("MODEL_OUTPUT_DIR", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_cache_dir: str) -> Path:
+    from domain_mlflow.training.tiny_base import ensure_tiny_base
+
+    return ensure_tiny_base(tiny_cache_dir, progress=False)
+
+
+@pytest.fixture
+def small_sql_data(tmp_path: Path) -> Path:
+    """40 records of the SQL example: enough for a split, quick to train and evaluate."""
+    lines = (EXAMPLES / "sql_agent.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    path = tmp_path / "small_sql.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
