@@ -167,14 +167,20 @@ def main(args: argparse.Namespace) -> int:
         os.environ["HF_MLFLOW_LOG_ARTIFACTS"] = "false"
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("train-throughput")
-        figures: dict[str, list[float]] = {"ours + MLflow": [], "ours, no logging": [],
-                                           "HF Trainer + MLflow": []}
+        variants = {
+            "ours + MLflow": lambda _: run_ours(cache_dir, encoded, pad, args, True),
+            "ours, no logging": lambda _: run_ours(cache_dir, encoded, pad, args, False),
+            "HF Trainer + MLflow": lambda repeat: run_hf_trainer(
+                cache_dir, encoded, pad, args, f"{workdir}/hf{repeat}"),
+        }
+        figures: dict[str, list[float]] = {name: [] for name in variants}
         run_ours(cache_dir, encoded, pad, args, log_to_mlflow=True)  # warm-up, not counted
+        LOGGING_SHARE.clear()
+        names = list(variants)
         for repeat in range(args.repeats):
-            figures["ours + MLflow"].append(run_ours(cache_dir, encoded, pad, args, True))
-            figures["ours, no logging"].append(run_ours(cache_dir, encoded, pad, args, False))
-            figures["HF Trainer + MLflow"].append(
-                run_hf_trainer(cache_dir, encoded, pad, args, f"{workdir}/hf{repeat}"))
+            # Rotate the order so that no variant always runs first or last.
+            for name in names[repeat % 3:] + names[: repeat % 3]:
+                figures[name].append(variants[name](repeat))
             print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
                 f"{name} {values[-1]:.0f}" for name, values in figures.items()), flush=True)
     medians = {name: statistics.median(values) for name, values in figures.items()}
@@ -182,11 +188,19 @@ def main(args: argparse.Namespace) -> int:
           "median tokens/s:")
     for name, value in medians.items():
         print(f"  {name:22s} {value:8.0f}")
+    for name, values in figures.items():
+        print(f"  {name:22s} range {min(values):.0f}-{max(values):.0f}")
     ratio = medians["ours + MLflow"] / medians["HF Trainer + MLflow"]
-    overhead = 1 - medians["ours + MLflow"] / medians["ours, no logging"]
-    print(f"ratio ours/HF Trainer (both logging to MLflow): {ratio:.2f}x")
-    print(f"MLflow logging overhead in our loop (paired medians): {overhead * 100:.1f}%")
-    share = statistics.median(LOGGING_SHARE[1:])  # the first run is the warm-up
+    per_repeat = [ours / hf for ours, hf in zip(figures["ours + MLflow"],
+                                                 figures["HF Trainer + MLflow"], strict=True)]
+    print(f"ratio ours/HF Trainer (both logging to MLflow): {ratio:.2f}x of medians, "
+          f"{statistics.median(per_repeat):.2f}x median of per-repeat ratios")
+    overheads = [1 - logged / bare for logged, bare in zip(figures["ours + MLflow"],
+                                                          figures["ours, no logging"],
+                                                          strict=True)]
+    print(f"MLflow logging overhead in our loop, median of per-repeat pairs: "
+          f"{statistics.median(overheads) * 100:.1f}% (run-to-run noise is larger)")
+    share = statistics.median(LOGGING_SHARE)
     print(f"time the training thread spends in MLflow logging calls: {share * 100:.2f}%")
     return 0
 

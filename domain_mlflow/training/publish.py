@@ -55,6 +55,7 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
     with warnings.catch_warnings():
         # The signature is explicit; an input example would only re-run the model.
         warnings.filterwarnings("ignore", message=".*input example was not provided")
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(_PYFUNC_MODEL_FILE),
