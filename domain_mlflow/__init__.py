@@ -13,17 +13,20 @@ from domain_mlflow.gate import GateDecision, Thresholds, decide
 from domain_mlflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.training.trainer import DomainTrainer
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AutoDeploymentTrigger": "domain_mlflow.promotion.trigger",
     "DomainTrainer": "domain_mlflow.training.trainer",
     "TrainingConfig": "domain_mlflow.training.config",
 }
 
 __all__ = [
+    "AutoDeploymentTrigger",
     "DomainMlflowError",
     "DomainTrainer",
     "GateDecision",

@@ -3,119 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from domain_mlflow.commands import EXIT_FAILURE, EXIT_USAGE
+from domain_mlflow.commands import promotion as promotion_commands
+from domain_mlflow.commands.train import add_train_arguments, run_train
 from domain_mlflow.exceptions import ConfigError, DataError, DomainMlflowError
-from domain_mlflow.settings import parse_bool
-from domain_mlflow.training.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_STEPS
 
-# Exit codes: 2 for a mistake in what the user gave us, 1 for anything that failed later.
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-
-
-def _bool_value(text: str) -> bool:
-    try:
-        return parse_bool("value", text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not true or false") from None
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``domain-mlflow train`` and of the MLproject ``train`` entry point."""
-    parser.add_argument("--domain-id", "--domain_id", dest="domain_id", required=True,
-                        help="the domain to train, e.g. 0x5678-SQLAgent")
-    parser.add_argument("--data", required=True,
-                        help="JSON array or JSON Lines file of training records")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--fine-tune", "--fine_tune", dest="fine_tune", type=_bool_value,
-                      default=True, metavar="{true,false}",
-                      help="true: LoRA adapters on the base model (default); false: all "
-                           "weights from scratch")
-    mode.add_argument("--from-scratch", dest="fine_tune", action="store_false",
-                      help="same as --fine-tune false")
-    parser.add_argument("--base-model", "--base_model", dest="base_model", default="tiny",
-                        help="'tiny' (built in), a local model folder, or a hub id")
-    parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int,
-                        default=DEFAULT_MAX_STEPS, help="optimiser steps (default %(default)s)")
-    parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
-                        default=DEFAULT_LEARNING_RATE,
-                        help="peak learning rate (default %(default)s)")
-    parser.add_argument("--lora-r", "--lora_r", dest="lora_r", type=int, default=16,
-                        help="LoRA rank (default %(default)s)")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
-    parser.add_argument("--eval-every", "--eval_every", dest="eval_every", type=int, default=50,
-                        help="steps between validation losses (default %(default)s)")
-    parser.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every",
-                        type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--seed", type=int, default=42, help="seed of split, init and batches")
-    parser.add_argument("--resume", type=_bool_value, nargs="?", const=True, default=False,
-                        metavar="{true,false}",
-                        help="continue from the domain's newest checkpoint")
-    parser.add_argument("--normalizer", default=None,
-                        help="answer normaliser for accuracy: default, exact, sql, or "
-                             "package.module:function")
-    parser.add_argument("--experiment-name", "--experiment_name", dest="experiment_name",
-                        default=None, help="MLflow experiment (default: MLflow's own choice)")
-    parser.add_argument("--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir",
-                        default=None, help="default $CHECKPOINT_DIR or ./checkpoints")
-    parser.add_argument("--model-output-dir", "--model_output_dir", dest="model_output_dir",
-                        default=None, help="default $MODEL_OUTPUT_DIR or ./models/domain_models")
-    parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
-    return parser
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from domain_mlflow.training.config import TrainingConfig
-    from domain_mlflow.training.trainer import DomainTrainer
-
-    config = TrainingConfig(
-        domain_id=args.domain_id,
-        data=args.data,
-        fine_tune=args.fine_tune,
-        base_model=args.base_model,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        lora_r=args.lora_r,
-        batch_size=args.batch_size,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        resume=args.resume,
-        normalizer=args.normalizer,
-        experiment_name=args.experiment_name,
-    )
-    trainer = DomainTrainer(checkpoint_dir=args.checkpoint_dir,
-                            model_output_dir=args.model_output_dir)
-    results = trainer.train(config)
-    if args.json:
-        print(json.dumps(results, indent=2, default=str))
-    else:
-        _print_training_summary(results)
-    return 0
-
-
-def _print_training_summary(results: dict[str, Any]) -> None:
-    evaluation = results["evaluation"]
-    gate = results["gate"]
-    print(f"training run   {results['training_run_id']} (MLflow run {results['mlflow_run_id']})")
-    print(f"accuracy       {evaluation['accuracy']:.3f} on {evaluation['eval_examples']} "
-          "validation examples")
-    print(f"latency        p50 {evaluation['latency_ms']:.1f} ms, "
-          f"p95 {evaluation['latency_p95_ms']:.1f} ms")
-    print(f"loss           training {evaluation['training_loss']:.4f}, "
-          f"validation {evaluation['validation_loss']:.4f}")
-    print(f"gate           {gate['status']}" + ("" if gate["passed"]
-                                                else ": " + "; ".join(gate["reasons"])))
-    if results.get("registry_version"):
-        print(f"registered     {results['model_uri']} ({results['model_version']})")
-    print(f"model          {results['model_path']}")
+__all__ = ["add_train_arguments", "build_parser", "main", "run_command", "run_train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a domain model, evaluate it, gate it and register a version.",
     )
     add_train_arguments(train).set_defaults(handler=run_train)
+    promotion_commands.register(commands)
     return parser
 
 
@@ -164,10 +64,6 @@ def _configure_logging(verbose: bool) -> None:
     # Nothing leaves the machine unless asked for: MLflow's usage telemetry is off by
     # default here (MLFLOW_DISABLE_TELEMETRY=false turns it back on).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,3 +72,19 @@ class CheckpointError(DomainMlflowError):
 
 class RegistryError(DomainMlflowError):
     """The MLflow Model Registry refused an operation or holds unexpected data."""
+
+
+class ConfigStoreError(DomainMlflowError):
+    """The config store (Postgres or the embedded SQLite file) is unreachable or refused."""
+
+
+class SinkError(DomainMlflowError):
+    """A serving target (Redis, LocalAI) failed; the promotion stays pending and is retried."""
+
+
+class PromotionError(DomainMlflowError):
+    """A promotion, rollback or manual operation cannot be done as asked."""
+
+
+class UnknownVersionError(PromotionError):
+    """The registry has no such domain or model version."""

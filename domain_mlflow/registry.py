@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.gate import GATED_METRICS, Thresholds
-from domain_mlflow.naming import registered_model_name
+from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, registered_model_name, validate_domain_id
 
 THRESHOLD_TAG_PREFIX = "threshold."
 
@@ -97,3 +97,70 @@ def register_version(
     return client.create_model_version(
         name=name, source=source, run_id=run_id, tags=dict(tags)
     )
+
+
+PRODUCTION_ALIAS = "production"
+PREVIOUS_ALIAS = "previous"
+STAGE_TAG = "stage"
+METRIC_TAGS = ("accuracy", "latency_ms", "latency_p95_ms", "training_loss", "validation_loss",
+               "tokens_per_second")
+
+
+def domain_of(registered_model: str) -> str | None:
+    """The domain id of one of our registered models, or None for anybody else's."""
+    from domain_mlflow.exceptions import InvalidDomainIdError
+
+    if not registered_model.startswith(REGISTERED_MODEL_PREFIX):
+        return None
+    try:
+        return validate_domain_id(registered_model[len(REGISTERED_MODEL_PREFIX):])
+    except InvalidDomainIdError:
+        return None  # named like ours by hand, but no domain id we would ever write
+
+
+def get_domain_version(client: MlflowClient, domain_id: str, version: int | str) -> ModelVersion:
+    from domain_mlflow.exceptions import UnknownVersionError
+
+    name = registered_model_name(domain_id)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if _is(error, RESOURCE_DOES_NOT_EXIST) or "not found" in str(error).lower():
+            raise UnknownVersionError(
+                f"registered model {name!r} has no version {version}"
+            ) from None
+        raise
+
+
+def version_metrics(version: ModelVersion) -> dict[str, float]:
+    """The metrics training wrote as version tags (unparsable values are left out)."""
+    metrics = {}
+    for key in METRIC_TAGS:
+        try:
+            metrics[key] = float(version.tags[key])
+        except (KeyError, ValueError):
+            continue
+    return metrics
+
+
+def production_version(client: MlflowClient, domain_id: str) -> int | None:
+    name = registered_model_name(domain_id)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as error:
+        if _is(error, RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    version = model.aliases.get(PRODUCTION_ALIAS)
+    return int(version) if version is not None else None
+
+
+def move_production_alias(client: MlflowClient, domain_id: str, version: int,
+                          replaced: int | None) -> None:
+    """``production`` → ``version``; the replaced version keeps ``previous`` for rollback."""
+    name = registered_model_name(domain_id)
+    if replaced is not None and replaced != version:
+        client.set_registered_model_alias(name, PREVIOUS_ALIAS, str(replaced))
+        client.set_model_version_tag(name, str(replaced), STAGE_TAG, "archived")
+    client.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
+    client.set_model_version_tag(name, str(version), STAGE_TAG, "production")

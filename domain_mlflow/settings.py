@@ -103,10 +103,16 @@ class Settings:
     localai_url: str | None = None
     localai_api_key: str | None = field(default=None, repr=False)
     localai_models_dir: str | None = None
+    localai_timeout_seconds: float = 10.0
     webhook_secret: str | None = field(default=None, repr=False)
     poll_interval_seconds: float = 30.0
     auto_rollback: bool = False
     alert_webhook_url: str | None = field(default=None, repr=False)
+    champion_challenger: bool = False
+    promotion_retry_base_seconds: float = 2.0
+    promotion_retry_max_seconds: float = 300.0
+    config_store_path: str | None = None
+    redis_key_prefix: str = "domain_mlflow"
     cache_dir: str = field(default_factory=lambda: str(Path.home() / ".cache" / "domain-mlflow"))
     checkpoint_dir: str = "./checkpoints"
     model_output_dir: str = "./models/domain_models"
@@ -136,10 +142,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         localai_url=_url(env, "LOCALAI_URL", ("http", "https")),
         localai_api_key=_raw(env, "LOCALAI_API_KEY"),
         localai_models_dir=_raw(env, "LOCALAI_MODELS_DIR"),
+        localai_timeout_seconds=_number(env, "LOCALAI_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),
         webhook_secret=_raw(env, "WEBHOOK_SECRET"),
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 30.0, 0.1, 86400.0),
         auto_rollback=_bool(env, "AUTO_ROLLBACK", False),
         alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL", ("http", "https")),
+        champion_challenger=_bool(env, "DEPLOY_CHAMPION_CHALLENGER", False),
+        promotion_retry_base_seconds=_number(env, "PROMOTION_RETRY_BASE_SECONDS", 2.0, 0.01,
+                                             3600.0),
+        promotion_retry_max_seconds=_number(env, "PROMOTION_RETRY_MAX_SECONDS", 300.0, 0.01,
+                                            86400.0),
+        config_store_path=_raw(env, "CONFIG_STORE_PATH"),
+        redis_key_prefix=_raw(env, "REDIS_KEY_PREFIX") or defaults.redis_key_prefix,
         cache_dir=_raw(env, "DOMAIN_MLFLOW_CACHE_DIR") or defaults.cache_dir,
         checkpoint_dir=_raw(env, "CHECKPOINT_DIR") or defaults.checkpoint_dir,
         model_output_dir=_raw(env, "MODEL_OUTPUT_DIR") or defaults.model_output_dir,

@@ -74,3 +74,57 @@ def small_sql_data(tmp_path: Path) -> Path:
     path = tmp_path / "small_sql.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# --- real services --------------------------------------------------------------
+
+TEST_POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN",
+                                   "postgresql://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _unavailable(service: str, error: Exception) -> None:
+    """Skip on a developer machine without the service; fail in CI, where it must run."""
+    message = f"{service} is not reachable: {error}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A DSN whose search_path is a fresh schema, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as error:
+        _unavailable("PostgreSQL", error)
+    separator = "&" if "?" in TEST_POSTGRES_DSN else "?"
+    yield f"{TEST_POSTGRES_DSN}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test Redis, with a key prefix of this test's own (removed afterwards)."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        _unavailable("Redis", error)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
+    yield TEST_REDIS_URL
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()

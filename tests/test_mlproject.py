@@ -145,3 +145,16 @@ def test_cli_help_lists_train(tmp_path):
     assert "train" in done.stdout
     done = _cli(tmp_path, "train", "--help")
     assert "--from-scratch" in done.stdout
+
+
+def test_mlflow_run_poll_once_promotes_a_new_version(tmp_path):
+    from tests.promotion_helpers import PASSING, register_domain_version
+
+    version = register_domain_version("polled-domain", PASSING)
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO_ROOT), "-e", "poll",
+               "--env-manager", "local", "-P", "once=true"]
+    done = subprocess.run(command, cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    aliases = MlflowClient().get_registered_model("domain.polled-domain").aliases
+    assert str(aliases["production"]) == str(version.version)

@@ -53,6 +53,12 @@ def test_mlproject_train_parameters_are_typed():
     assert params["base_model"].default == "tiny"
 
 
+def test_mlproject_poll_parameters_are_typed():
+    params = load_project(str(REPO_ROOT)).get_entry_point("poll").parameters
+    assert {name: param.type for name, param in params.items()} == {"interval": "float",
+                                                                   "once": "string"}
+
+
 def test_the_example_files_are_what_the_generator_writes(tmp_path):
     subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "generate_data.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True)

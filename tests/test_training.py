@@ -80,8 +80,11 @@ def test_train_domain_model_records_run_artifacts_and_a_registry_version(small_s
     for key in ("accuracy", "latency_ms", "latency_p95_ms", "training_loss", "validation_loss",
                 "tokens_per_second"):
         assert isinstance(results["evaluation"][key], float)
-    assert results["deployment"] is None
     assert results["should_deploy"] is False  # six steps cannot reach 0.85
+    deployment = results["deployment"]  # the gate refused it, and said why
+    assert deployment["deployed"] is False
+    assert deployment["state"] == "rejected"
+    assert "accuracy" in deployment["reason"]
     assert "accuracy" in " ".join(results["gate"]["reasons"])
 
     client = MlflowClient()

@@ -36,6 +36,7 @@ class TrainingConfig:
     normalizer: str | None = None
     experiment_name: str | None = None
     register: bool = True
+    deploy: bool = True
 
     def __post_init__(self) -> None:
         validate_domain_id(self.domain_id)
@@ -67,6 +68,7 @@ class TrainingConfig:
         """What is logged as MLflow params (paths and switches included, no secrets)."""
         params = asdict(self)
         params.pop("register")
+        params.pop("deploy")
         params.pop("experiment_name")
         params["lora_alpha"] = self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
         if not self.fine_tune:

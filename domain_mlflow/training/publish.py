@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from domain_mlflow.data.records import Example
 from domain_mlflow.gate import GateDecision
 
+_log = logging.getLogger(__name__)
 _PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
@@ -52,11 +54,11 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
     from domain_mlflow.training.evaluation import max_new_tokens_for
     from domain_mlflow.training.features import PROMPT_TEMPLATE
 
-    with warnings.catch_warnings():
-        # The signature is explicit; an input example would only re-run the model.
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-        return mlflow.pyfunc.log_model(
+    # log_model re-enables its UserWarnings internally ("once"), so they are recorded
+    # here rather than filtered: the signature is explicit, and type hints or an input
+    # example would only make MLflow re-run the model. They go to the debug log.
+    with warnings.catch_warnings(record=True) as caught:
+        info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(_PYFUNC_MODEL_FILE),
             artifacts={"model": str(merged_folder)},
@@ -69,6 +71,9 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
             ),
             pip_requirements=serving_requirements(),
         )
+    for warning in caught:
+        _log.debug("while logging the model: %s", warning.message)
+    return info
 
 
 def version_tags(

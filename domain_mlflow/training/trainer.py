@@ -363,6 +363,8 @@ class _TrainingRun:
         }
         if config.register:
             results.update(self._register(metrics, decision, folders["merged_model"]))
+            if config.deploy:
+                results["deployment"] = self._deploy(results["registry_version"])
         (self.output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         mlflow.log_dict(json.loads(json.dumps(results, default=str)), "results.json")
         return results
@@ -376,7 +378,7 @@ class _TrainingRun:
         from domain_mlflow.training.publish import log_serving_model, version_tags
 
         info = log_serving_model(merged_folder, self.prepared.tokenizer, self.prepared.train)
-        version_string = model_version(self.config.domain_id, utc_now())
+        version_string = self._fresh_model_version()
         tags = version_tags(
             domain_id=self.config.domain_id,
             model_version=version_string,
@@ -405,6 +407,42 @@ class _TrainingRun:
             "model_uri": f"models:/{version.name}/{version.version}",
             "logged_model_uri": info.model_uri,
         }
+
+
+    def _fresh_model_version(self) -> str:
+        """``{domain_id}-v{YYYYMMDD_HHMMSS}``, waiting out a second another version took:
+        the string names LocalAI's folder and config, so it must be unique."""
+        from domain_mlflow.naming import registered_model_name
+
+        name = registered_model_name(self.config.domain_id)
+        for _ in range(5):
+            candidate = model_version(self.config.domain_id, utc_now())
+            taken = self.client.search_model_versions(
+                f"name = '{name}' AND tags.model_version = '{candidate}'")
+            if not taken:
+                return candidate
+            time.sleep(1.0)
+        return candidate
+
+    def _deploy(self, registry_version: str) -> dict[str, Any]:
+        """Promote the new version through the gate (the seed's auto-deploy step).
+
+        A sink that is down leaves the promotion pending for the poller; training
+        itself has succeeded either way.
+        """
+        from domain_mlflow.exceptions import DomainMlflowError
+        from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
+
+        trigger = AutoDeploymentTrigger(
+            localai_url=self.trainer.localai_url, postgres_dsn=self.trainer.postgres_dsn,
+            redis_url=self.trainer.redis_url, settings=self.trainer.settings,
+        )
+        try:
+            return trigger.deploy_version(self.config.domain_id, registry_version)
+        except DomainMlflowError as error:
+            _log.warning("version %s registered, promotion pending: %s", registry_version, error)
+            return {"deployed": False, "reason": f"promotion pending: {error}",
+                    "registry_version": registry_version, "state": "pending"}
 
 
 def _count(model: Any, trainable_only: bool) -> int:

@@ -1,0 +1,184 @@
+"""Promotion subcommands: promote, rollback, history, status, poll, webhook, sync."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from domain_mlflow.commands import EXIT_FAILURE, emit
+
+
+def _promoter(role: str) -> Any:
+    from domain_mlflow.promotion.service import build_promoter
+
+    return build_promoter(role=role)
+
+
+def _print_outcome(result: dict[str, Any]) -> None:
+    where = f"{result['domain_id']} v{result.get('registry_version')}"
+    if result.get("model_version"):
+        where += f" ({result['model_version']})"
+    print(f"{where}: {result['reason']}")
+    for target, state in (result.get("targets") or {}).items():
+        print(f"  {target:13s} {state}")
+
+
+def _outcome(result: dict[str, Any], as_json: bool) -> int:
+    emit(result, as_json, _print_outcome)
+    return 0 if result.get("deployed") else EXIT_FAILURE
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.manual import promote
+
+    result = promote(_promoter("cli-promote"), args.domain_id, args.version, force=args.force,
+                     reason=args.reason or "")
+    return _outcome(result, args.json)
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.manual import rollback
+
+    result = rollback(_promoter("cli-rollback"), args.domain_id, args.to, args.reason or "")
+    return _outcome(result, args.json)
+
+
+def _print_history(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        print("no history")
+    for entry in entries:
+        print(f"{entry['created_at']}  {entry['action']:13s} v{entry['registry_version']} "
+              f"({entry['model_version']})  config #{entry['version_number'] or '-'}  "
+              f"by {entry['actor']}: {entry['reason']}")
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.manual import history
+
+    emit(history(_promoter("cli"), args.domain_id, args.limit), args.json, _print_history)
+    return 0
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no domain in production yet")
+    for row in rows:
+        print(f"{row['domain_id']}: v{row['registry_version']} ({row['model_version']}), "
+              f"config #{row['version_number']}, registry production "
+              f"v{row['registry_production']}, redis {row['redis_model_version'] or 'not set'}, "
+              f"localai {'n/a' if row['localai_serving'] is None else row['localai_serving']}"
+              + (f", open promotions {row['open_promotions']}" if row["open_promotions"]
+                 else ""))
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.manual import status
+
+    emit(status(_promoter("cli"), args.domain_id), args.json, _print_status)
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def run_poll(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.poller import Poller
+    from domain_mlflow.settings import load_settings
+
+    poller = Poller(_promoter("poller"))
+    if args.once:
+        report = poller.poll_once().as_dict()
+        emit(report, args.json, lambda r: print(", ".join(f"{k}={v}" for k, v in r.items())))
+        return EXIT_FAILURE if report["errors"] else 0
+    interval = args.interval or load_settings().poll_interval_seconds
+    print(f"polling every {interval:g}s; Ctrl-C stops", flush=True)
+    poller.run(interval, _stop_on_signals())
+    return 0
+
+
+def run_webhook(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from domain_mlflow.promotion.webhook import PATH, WebhookReceiver, register_webhook
+    from domain_mlflow.settings import load_settings
+
+    settings = load_settings()
+    if args.action == "register":
+        from domain_mlflow.exceptions import ConfigError
+
+        if not settings.webhook_secret:
+            raise ConfigError("WEBHOOK_SECRET must be set: MLflow signs deliveries with it")
+        webhook = register_webhook(MlflowClient(), args.url, settings.webhook_secret, args.name)
+        emit({"webhook_id": webhook.webhook_id, "url": args.url}, args.json,
+             lambda r: print(f"webhook {r['webhook_id']} sends registry events to {r['url']}"))
+        return 0
+    receiver = WebhookReceiver(_promoter("webhook"), settings.webhook_secret or "")
+    server = receiver.serve(args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"receiving MLflow webhooks on http://{host}:{port}{PATH}; Ctrl-C stops", flush=True)
+    _stop_on_signals().wait()
+    receiver.stop()
+    return 0
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from domain_mlflow.exceptions import ConfigError
+
+    promoter = _promoter("cli-sync")
+    if promoter.redis is None:
+        raise ConfigError("REDIS_URL is not set: there is no Redis to rebuild")
+    configs = promoter.store.all_configs()
+    for config in configs:
+        promoter.redis.publish_config(config.domain_id, config.serving_payload(), "rebuild")
+    emit({"rebuilt": len(configs)}, args.json,
+         lambda r: print(f"rewrote {r['rebuilt']} Redis keys from the config store"))
+    return 0
+
+
+def register(commands: Any) -> None:
+    """Add the promotion subcommands to the top-level parser."""
+    def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, description=help_text + ".")
+        parser.set_defaults(handler=handler)
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        return parser
+
+    promote = add("promote", run_promote, "move a domain's production to a registry version")
+    promote.add_argument("domain_id", metavar="DOMAIN")
+    promote.add_argument("--version", type=int, required=True, help="registry version number")
+    promote.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
+    promote.add_argument("--reason", help="why; recorded in the history")
+
+    rollback = add("rollback", run_rollback, "move a domain's production back")
+    rollback.add_argument("domain_id", metavar="DOMAIN")
+    rollback.add_argument("--to", type=int, help="registry version (default: the one replaced)")
+    rollback.add_argument("--reason", help="why; recorded in the history")
+
+    history = add("history", run_history, "every promotion, rollback and rejection of a domain")
+    history.add_argument("domain_id", metavar="DOMAIN")
+    history.add_argument("--limit", type=int, default=100)
+
+    status = add("status", run_status, "what each domain serves, everywhere")
+    status.add_argument("domain_id", metavar="DOMAIN", nargs="?")
+
+    poll = add("poll", run_poll, "find new versions, promote them, repair drift")
+    poll.add_argument("--once", action="store_true", help="one cycle, then exit")
+    poll.add_argument("--interval", type=float, help="seconds between cycles "
+                                                     "(default $POLL_INTERVAL_SECONDS or 30)")
+
+    webhook = add("webhook", run_webhook, "receive MLflow registry webhooks, or register one")
+    webhook.add_argument("action", nargs="?", choices=["serve", "register"], default="serve")
+    webhook.add_argument("--host", default="127.0.0.1")
+    webhook.add_argument("--port", type=int, default=8090)
+    webhook.add_argument("--url", help="with register: where MLflow should send events")
+    webhook.add_argument("--name", default="domain-mlflow", help="with register: webhook name")
+
+    sync = add("sync", run_sync, "rewrite serving targets from the config store")
+    sync.add_argument("--rebuild-redis", action="store_true", required=True,
+                      help="rewrite every domain's Redis key and publish it")

@@ -1,0 +1,1 @@
+"""Promotion: the state machine, the seed's trigger, the poller, the webhook receiver."""

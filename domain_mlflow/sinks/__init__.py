@@ -1,0 +1,1 @@
+"""Where a promoted version is written: the config store, Redis and LocalAI."""

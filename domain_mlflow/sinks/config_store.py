@@ -1,0 +1,406 @@
+"""The config store: ``domain_configs``, ``domain_config_history`` and the promotion records.
+
+Every write that changes what a domain serves happens in one transaction together
+with its history row and the promotion's state change, so a crash leaves either
+all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from domain_mlflow.sinks.database import Database, Transaction, open_database, to_datetime, utc_now
+from domain_mlflow.sinks.migrations import apply_migrations
+
+OPEN_STATES = ("pending", "approved", "config_written", "redis_synced", "localai_synced")
+TERMINAL_STATES = ("done", "rejected")
+
+
+@dataclass
+class DomainConfig:
+    domain_id: str
+    model_version: str
+    registered_model: str
+    registry_version: int
+    model_uri: str
+    serving_name: str
+    metrics: dict[str, float]
+    version_number: int
+    updated_at: datetime
+    previous_registry_version: int | None = None
+    training_run_id: str | None = None
+
+    def serving_payload(self) -> dict[str, Any]:
+        """What Redis holds for the domain: the serving config as JSON-ready values."""
+        return {
+            "domain_id": self.domain_id,
+            "model_version": self.model_version,
+            "registered_model": self.registered_model,
+            "registry_version": self.registry_version,
+            "model_uri": self.model_uri,
+            "serving_name": self.serving_name,
+            "metrics": self.metrics,
+            "version_number": self.version_number,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass
+class Promotion:
+    id: int
+    request_key: str
+    domain_id: str
+    registry_version: int
+    kind: str
+    state: str
+    actor: str
+    reason: str
+    metrics: dict[str, Any]
+    targets: dict[str, str]
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    model_version: str | None = None
+    model_uri: str | None = None
+    run_id: str | None = None
+    training_run_id: str | None = None
+    decision: dict[str, Any] | None = None
+    last_error: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+@dataclass
+class HistoryEntry:
+    id: int
+    domain_id: str
+    action: str
+    registry_version: int
+    actor: str
+    reason: str
+    created_at: datetime
+    model_version: str | None = None
+    previous_registry_version: int | None = None
+    version_number: int | None = None
+    promotion_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": self.created_at.isoformat()}
+
+
+def default_sqlite_path(tracking_uri: str) -> Path:
+    """Beside a SQLite MLflow store (``sqlite:///x/mlflow.db`` → ``x/domain_configs.db``),
+    else in the current folder."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
+        return Path(parts.path[1:] if parts.path.startswith("/") else parts.path).with_name(
+            "domain_configs.db"
+        )
+    return Path("domain_configs.db")
+
+
+def _config(row: dict[str, Any]) -> DomainConfig:
+    return DomainConfig(
+        domain_id=row["domain_id"],
+        model_version=row["model_version"],
+        registered_model=row["registered_model"],
+        registry_version=int(row["registry_version"]),
+        model_uri=row["model_uri"],
+        serving_name=row["serving_name"],
+        metrics=json.loads(row["metrics"]),
+        version_number=int(row["version_number"]),
+        updated_at=to_datetime(row["updated_at"]),
+        previous_registry_version=row["previous_registry_version"],
+        training_run_id=row["training_run_id"],
+    )
+
+
+def _promotion(row: dict[str, Any]) -> Promotion:
+    return Promotion(
+        id=int(row["id"]),
+        request_key=row["request_key"],
+        domain_id=row["domain_id"],
+        registry_version=int(row["registry_version"]),
+        kind=row["kind"],
+        state=row["state"],
+        actor=row["actor"],
+        reason=row["reason"],
+        metrics=json.loads(row["metrics"]),
+        targets=json.loads(row["targets"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=to_datetime(row["next_attempt_at"]),
+        created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
+        model_version=row["model_version"],
+        model_uri=row["model_uri"],
+        run_id=row["run_id"],
+        training_run_id=row["training_run_id"],
+        decision=json.loads(row["decision"]) if row["decision"] else None,
+        last_error=row["last_error"],
+    )
+
+
+def _history(row: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        id=int(row["id"]),
+        domain_id=row["domain_id"],
+        action=row["action"],
+        registry_version=int(row["registry_version"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        created_at=to_datetime(row["created_at"]),
+        model_version=row["model_version"],
+        previous_registry_version=row["previous_registry_version"],
+        version_number=row["version_number"],
+        promotion_id=row["promotion_id"],
+        metrics=json.loads(row["metrics"]),
+    )
+
+
+class ConfigStore:
+    """Reads and writes of the config store; every method is one transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @classmethod
+    def open(cls, postgres_dsn: str | None, sqlite_path: str | os.PathLike[str]) -> ConfigStore:
+        """Connect (Postgres if a DSN is given, else SQLite) and apply pending migrations."""
+        store = cls(open_database(postgres_dsn, sqlite_path))
+        apply_migrations(store.database)
+        return store
+
+    def close(self) -> None:
+        self.database.close()
+
+    # --- domain configs -----------------------------------------------------------
+
+    def get_config(self, domain_id: str) -> DomainConfig | None:
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s", (domain_id,))
+        return _config(rows[0]) if rows else None
+
+    def all_configs(self) -> list[DomainConfig]:
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM domain_configs ORDER BY domain_id")
+        return [_config(row) for row in rows]
+
+    def history(self, domain_id: str, limit: int = 100) -> list[HistoryEntry]:
+        with self.database.transaction() as tx:
+            rows = tx.execute(
+                "SELECT * FROM domain_config_history WHERE domain_id = %s ORDER BY id DESC "
+                "LIMIT %s", (domain_id, limit),
+            )
+        return [_history(row) for row in rows]
+
+    # --- promotions ---------------------------------------------------------------
+
+    def create_promotion(
+        self,
+        *,
+        request_key: str,
+        domain_id: str,
+        registry_version: int,
+        kind: str,
+        actor: str,
+        reason: str,
+        metrics: dict[str, Any],
+        model_version: str | None,
+        model_uri: str | None,
+        run_id: str | None,
+        targets: dict[str, str],
+        training_run_id: str | None = None,
+    ) -> tuple[Promotion, bool]:
+        """Create the record unless ``request_key`` exists; returns (record, created)."""
+        now = utc_now()
+        with self.database.transaction() as tx:
+            inserted = tx.execute(
+                "INSERT INTO promotions (request_key, domain_id, registry_version, kind, state, "
+                "model_version, model_uri, run_id, training_run_id, metrics, actor, reason, "
+                "targets, attempts, next_attempt_at, created_at, updated_at) VALUES (%s, %s, %s, "
+                "%s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
+                "ON CONFLICT (request_key) DO NOTHING RETURNING id",
+                (request_key, domain_id, registry_version, kind, model_version, model_uri,
+                 run_id, training_run_id, json.dumps(metrics), actor, reason,
+                 json.dumps(targets), now, now, now),
+            )
+            rows = tx.execute("SELECT * FROM promotions WHERE request_key = %s", (request_key,))
+        return _promotion(rows[0]), bool(inserted)
+
+    def get_promotion(self, promotion_id: int) -> Promotion:
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion_id,))
+        return _promotion(rows[0])
+
+    def open_promotions(self, domain_id: str | None = None, due_only: bool = False
+                        ) -> list[Promotion]:
+        """Unfinished promotions, oldest first (optionally one domain, optionally due now)."""
+        sql = "SELECT * FROM promotions WHERE state IN (%s, %s, %s, %s, %s)"
+        params: list[Any] = list(OPEN_STATES)
+        if domain_id is not None:
+            sql += " AND domain_id = %s"
+            params.append(domain_id)
+        if due_only:
+            sql += " AND next_attempt_at <= %s"
+            params.append(utc_now())
+        with self.database.transaction() as tx:
+            rows = tx.execute(sql + " ORDER BY id", params)
+        return [_promotion(row) for row in rows]
+
+    def versions_with_promotions(self, domain_ids: list[str]) -> set[tuple[str, int]]:
+        """(domain, version) pairs that have any promotion record, for these domains."""
+        found: set[tuple[str, int]] = set()
+        with self.database.transaction() as tx:
+            for start in range(0, len(domain_ids), 500):
+                chunk = domain_ids[start : start + 500]
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = tx.execute(
+                    "SELECT DISTINCT domain_id, registry_version FROM promotions "
+                    f"WHERE domain_id IN ({marks})", chunk,
+                )
+                found.update((row["domain_id"], int(row["registry_version"])) for row in rows)
+        return found
+
+    def known_request_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
+        found: set[str] = set()
+        with self.database.transaction() as tx:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = tx.execute(
+                    f"SELECT request_key FROM promotions WHERE request_key IN ({marks})", chunk
+                )
+                found.update(row["request_key"] for row in rows)
+        return found
+
+    def latest_promotions(self, domain_id: str, limit: int = 20) -> list[Promotion]:
+        with self.database.transaction() as tx:
+            rows = tx.execute(
+                "SELECT * FROM promotions WHERE domain_id = %s ORDER BY id DESC LIMIT %s",
+                (domain_id, limit),
+            )
+        return [_promotion(row) for row in rows]
+
+    def advance(self, promotion: Promotion, to_state: str, **changes: Any) -> Promotion:
+        """Move ``promotion`` from its current state to ``to_state`` (compare-and-set)."""
+        with self.database.transaction() as tx:
+            self._advance(tx, promotion, to_state, **changes)
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
+        return _promotion(rows[0])
+
+    def _advance(self, tx: Transaction, promotion: Promotion, to_state: str,
+                 **changes: Any) -> None:
+        encoded = {key: json.dumps(value) if key in ("decision", "targets", "metrics") else value
+                   for key, value in changes.items()}
+        columns = ", ".join(f"{key} = %s" for key in encoded)
+        extra = f", {columns}" if columns else ""
+        rows = tx.execute(
+            f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
+            "WHERE id = %s AND state = %s RETURNING id",
+            (to_state, utc_now(), *encoded.values(), promotion.id, promotion.state),
+        )
+        if not rows:
+            from domain_mlflow.exceptions import PromotionError
+
+            raise PromotionError(
+                f"promotion {promotion.id} of {promotion.domain_id} moved on concurrently "
+                f"(expected state {promotion.state!r})"
+            )
+
+    def record_failure(self, promotion: Promotion, error: str, retry_in: timedelta,
+                       targets: dict[str, str]) -> Promotion:
+        with self.database.transaction() as tx:
+            tx.execute(
+                "UPDATE promotions SET attempts = attempts + 1, last_error = %s, "
+                "next_attempt_at = %s, targets = %s, updated_at = %s WHERE id = %s",
+                (error[:2000], utc_now() + retry_in, json.dumps(targets), utc_now(),
+                 promotion.id),
+            )
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
+        return _promotion(rows[0])
+
+    def reject(self, promotion: Promotion, decision: dict[str, Any], reason: str,
+               targets: dict[str, str]) -> Promotion:
+        """Record the gate's refusal: history row and terminal state together."""
+        with self.database.transaction() as tx:
+            self._history_row(tx, promotion, "reject", reason, None, None)
+            self._advance(tx, promotion, "rejected", decision=decision, targets=targets)
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
+        return _promotion(rows[0])
+
+    def write_config(self, promotion: Promotion, *, action: str, registered_model: str,
+                     serving_name: str, targets: dict[str, str]) -> Promotion:
+        """Point the domain at the promotion's version: config row, history row, state."""
+        now = utc_now()
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s",
+                              (promotion.domain_id,))
+            current = _config(rows[0]) if rows else None
+            if current and current.registry_version == promotion.registry_version:
+                # Already pointing here (a repeated request): no new row, no history.
+                self._advance(tx, promotion, "config_written", targets=targets)
+                rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
+                return _promotion(rows[0])
+            previous = current.registry_version if current else None
+            number = (current.version_number if current else 0) + 1
+            tx.execute(
+                "INSERT INTO domain_configs (domain_id, model_version, registered_model, "
+                "registry_version, previous_registry_version, model_uri, serving_name, "
+                "training_run_id, metrics, version_number, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (domain_id) DO UPDATE SET model_version = excluded.model_version, "
+                "registered_model = excluded.registered_model, "
+                "registry_version = excluded.registry_version, "
+                "previous_registry_version = excluded.previous_registry_version, "
+                "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
+                "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
+                "version_number = excluded.version_number, updated_at = excluded.updated_at",
+                (promotion.domain_id, promotion.model_version, registered_model,
+                 promotion.registry_version, previous, promotion.model_uri, serving_name,
+                 promotion.training_run_id, json.dumps(promotion.metrics), number, now),
+            )
+            self._history_row(tx, promotion, action, promotion.reason, previous, number)
+            self._advance(tx, promotion, "config_written", targets=targets)
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
+        return _promotion(rows[0])
+
+    def _history_row(self, tx: Transaction, promotion: Promotion, action: str, reason: str,
+                     previous: int | None, version_number: int | None) -> None:
+        tx.execute(
+            "INSERT INTO domain_config_history (domain_id, action, registry_version, "
+            "model_version, previous_registry_version, version_number, actor, reason, metrics, "
+            "promotion_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (promotion_id, action) DO NOTHING",
+            (promotion.domain_id, action, promotion.registry_version, promotion.model_version,
+             previous, version_number, promotion.actor, reason, json.dumps(promotion.metrics),
+             promotion.id, utc_now()),
+        )
+
+    # --- webhook deliveries --------------------------------------------------------
+
+    def has_delivery(self, delivery_id: str) -> bool:
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT delivery_id FROM webhook_deliveries WHERE delivery_id = %s",
+                              (delivery_id,))
+        return bool(rows)
+
+    def remember_delivery(self, delivery_id: str, event: str) -> bool:
+        """True the first time a delivery id is seen, False for a replay."""
+        with self.database.transaction() as tx:
+            rows = tx.execute(
+                "INSERT INTO webhook_deliveries (delivery_id, event, received_at) "
+                "VALUES (%s, %s, %s) ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+                (delivery_id, event, utc_now()),
+            )
+        return bool(rows)

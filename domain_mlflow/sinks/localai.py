@@ -1,0 +1,143 @@
+"""LocalAI: the merged model exported into its models folder and served under a stable name.
+
+LocalAI's ``transformers`` backend cannot load LoRA adapters, so each version's
+merged model is copied to ``LOCALAI_MODELS_DIR/{domain_id}/{model_version}/`` and
+gets its own config named ``{model_version}``. The stable serving name (the
+domain id) is an alias config (LocalAI >= 4.5) pointing at the versioned one;
+moving it is a re-import of the alias. LocalAI does not watch its folder and keeps
+a loaded model's weights until ``POST /backend/shutdown``, so the replaced version
+is shut down and the result is checked with ``GET /v1/models``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from domain_mlflow.exceptions import SinkError
+
+_COMPLETE_MARKER = ".export-complete"
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+PROMPT_TEMPLATE_GO = "### Prompt:\n{{.Input}}\n### Response:\n"
+
+
+class LocalAIClient:
+    """LocalAI's HTTP API; every call has a timeout and bounded retries with backoff."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0,
+                 retries: int = 3, backoff: float = 0.25) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def request(self, method: str, path: str, *, json: Any = None, ok: tuple[int, ...] = (200,),
+                timeout: float | None = None) -> Any:
+        """Send one call; retry connection errors and 429/5xx; return the decoded body."""
+        import requests
+
+        url = f"{self.base_url}{path}"
+        problem = ""
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self.session.request(method, url, json=json,
+                                                timeout=timeout or self.timeout)
+            except requests.RequestException as error:
+                problem = f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code in ok:
+                return response.json() if response.content else None
+            problem = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code not in _RETRY_STATUSES:
+                break
+        raise SinkError(f"LocalAI {method} {path} failed: {problem}")
+
+    def model_names(self) -> set[str]:
+        body = self.request("GET", "/v1/models")
+        return {item["id"] for item in body.get("data", [])}
+
+    def import_config(self, config: dict[str, Any]) -> None:
+        self.request("POST", "/models/import", json=config)
+
+    def shutdown(self, model: str) -> bool:
+        """Unload ``model``; False when it was not loaded (404, or 500 before LocalAI 4.8)."""
+        try:
+            self.request("POST", "/backend/shutdown", json={"model": model}, ok=(200, 404))
+        except SinkError as error:
+            if "model not found" in str(error):
+                return False
+            raise
+        return True
+
+    def complete(self, model: str, prompt: str, max_tokens: int = 64,
+                 timeout: float | None = None) -> dict[str, Any]:
+        return self.request("POST", "/v1/completions", timeout=timeout,
+                            json={"model": model, "prompt": prompt, "max_tokens": max_tokens})
+
+
+class LocalAISink:
+    """Exports, configures, switches and verifies one domain's model in LocalAI."""
+
+    def __init__(self, client: LocalAIClient, models_dir: str | os.PathLike[str]) -> None:
+        self.client = client
+        self.models_dir = Path(models_dir)
+
+    def export_dir(self, domain_id: str, model_version: str) -> Path:
+        return self.models_dir / domain_id / model_version
+
+    def export(self, domain_id: str, model_version: str,
+               fetch_model: Callable[[Path], Path]) -> Path:
+        """Copy the merged model in once; ``fetch_model(tmp)`` returns a folder with it."""
+        target = self.export_dir(domain_id, model_version)
+        if (target / _COMPLETE_MARKER).is_file():
+            return target
+        staging = target.with_name(f".{model_version}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        downloads = staging.with_name(f".{model_version}.download")
+        shutil.rmtree(downloads, ignore_errors=True)
+        downloads.mkdir(parents=True)
+        try:
+            shutil.copytree(fetch_model(downloads), staging)
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+        (staging / _COMPLETE_MARKER).write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target
+
+    @staticmethod
+    def versioned_config(domain_id: str, model_version: str) -> dict[str, Any]:
+        return {
+            "name": model_version,
+            "backend": "transformers",
+            "type": "AutoModelForCausalLM",
+            "parameters": {"model": f"{domain_id}/{model_version}", "temperature": 0},
+            "template": {"completion": PROMPT_TEMPLATE_GO},
+        }
+
+    def switch(self, serving_name: str, domain_id: str, model_version: str,
+               replaced_version: str | None) -> None:
+        """Configure the version, point the serving name at it, unload the replaced one."""
+        self.client.import_config(self.versioned_config(domain_id, model_version))
+        self.client.import_config({"name": serving_name, "alias": model_version})
+        if replaced_version and replaced_version != model_version:
+            self.client.shutdown(replaced_version)
+        names = self.client.model_names()
+        missing = {serving_name, model_version} - names
+        if missing:
+            raise SinkError(f"LocalAI does not list {sorted(missing)} after the switch")
+
+    def serving_names(self) -> set[str]:
+        return self.client.model_names()

@@ -1,0 +1,97 @@
+"""Numbered schema migrations of the config store, applied in order on start.
+
+Each migration is a list of statements with ``{id}`` (auto-increment key) and
+``{ts}`` (timestamp type) filled in per dialect. Never edit an applied migration:
+add the next number.
+"""
+
+from __future__ import annotations
+
+from domain_mlflow.sinks.database import Database, utc_now
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "domain configs, their history, promotions, webhook deliveries", [
+        """CREATE TABLE domain_configs (
+            domain_id TEXT PRIMARY KEY,
+            model_version TEXT NOT NULL,
+            registered_model TEXT NOT NULL,
+            registry_version INTEGER NOT NULL,
+            previous_registry_version INTEGER,
+            model_uri TEXT NOT NULL,
+            serving_name TEXT NOT NULL,
+            training_run_id TEXT,
+            metrics TEXT NOT NULL,
+            version_number INTEGER NOT NULL,
+            updated_at {ts} NOT NULL
+        )""",
+        """CREATE TABLE promotions (
+            id {id},
+            request_key TEXT NOT NULL UNIQUE,
+            domain_id TEXT NOT NULL,
+            registry_version INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            model_version TEXT,
+            model_uri TEXT,
+            run_id TEXT,
+            training_run_id TEXT,
+            metrics TEXT NOT NULL,
+            decision TEXT,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            targets TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_attempt_at {ts} NOT NULL,
+            created_at {ts} NOT NULL,
+            updated_at {ts} NOT NULL
+        )""",
+        "CREATE INDEX promotions_open ON promotions (state, next_attempt_at)",
+        "CREATE INDEX promotions_domain ON promotions (domain_id, id)",
+        """CREATE TABLE domain_config_history (
+            id {id},
+            domain_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            registry_version INTEGER NOT NULL,
+            model_version TEXT,
+            previous_registry_version INTEGER,
+            version_number INTEGER,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            promotion_id INTEGER NOT NULL,
+            created_at {ts} NOT NULL,
+            UNIQUE (promotion_id, action)
+        )""",
+        "CREATE INDEX history_domain ON domain_config_history (domain_id, id)",
+        """CREATE TABLE webhook_deliveries (
+            delivery_id TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            received_at {ts} NOT NULL
+        )""",
+    ]),
+]
+
+
+def apply_migrations(database: Database) -> list[int]:
+    """Bring the schema up to date; returns the numbers applied now. Safe to race."""
+    dialect = database.dialect
+    with database.lock("domain-mlflow:migrations"), database.transaction() as tx:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+            f"description TEXT NOT NULL, applied_at {dialect.timestamp} NOT NULL)"
+        )
+        done = {row["version"] for row in tx.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for number, description, statements in MIGRATIONS:
+            if number in done:
+                continue
+            for statement in statements:
+                tx.execute(statement.format(id=dialect.id_column, ts=dialect.timestamp))
+            tx.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) "
+                "VALUES (%s, %s, %s)",
+                (number, description, utc_now()),
+            )
+            applied.append(number)
+    return applied

@@ -1,0 +1,83 @@
+"""Redis: one string key per domain with its serving config (JSON), and a channel of changes.
+
+Key ``{prefix}:serving:{domain_id}``; channel ``{prefix}:promotions``. Every write
+is a SET followed by a PUBLISH of the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from domain_mlflow.exceptions import SinkError
+from domain_mlflow.settings import redact_url
+
+DEFAULT_PREFIX = "domain_mlflow"
+
+
+class RedisSink:
+    """Writes serving configs to Redis; connects on first use, every call with a timeout."""
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, timeout: float = 2.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._client: Any = None
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:promotions"
+
+    def key(self, domain_id: str) -> str:
+        return f"{self.prefix}:serving:{domain_id}"
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                decode_responses=True,
+            )
+        return self._client
+
+    def _call(self, what: str, operation: Any) -> Any:
+        import redis
+
+        try:
+            return operation(self._redis())
+        except redis.RedisError as error:
+            raise SinkError(f"Redis {redact_url(self.url)} {what} failed: {error}") from None
+
+    def publish_config(self, domain_id: str, payload: dict[str, Any], event: str) -> None:
+        """SET the domain's key and PUBLISH ``{"event": ..., **payload}`` on the channel."""
+        body = json.dumps(payload, sort_keys=True)
+        message = json.dumps({"event": event, **payload}, sort_keys=True)
+
+        def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=True)
+            pipe.set(self.key(domain_id), body)
+            pipe.publish(self.channel, message)
+            pipe.execute()
+
+        self._call(f"write of {self.key(domain_id)}", write)
+
+    def get(self, domain_id: str) -> dict[str, Any] | None:
+        raw = self._call(f"read of {self.key(domain_id)}", lambda c: c.get(self.key(domain_id)))
+        return json.loads(raw) if raw else None
+
+    def get_many(self, domain_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """One round trip (MGET) for many domains."""
+        if not domain_ids:
+            return {}
+        keys = [self.key(d) for d in domain_ids]
+        values = self._call("MGET", lambda c: c.mget(keys))
+        return {d: json.loads(v) if v else None for d, v in zip(domain_ids, values, strict=True)}
+
+    def delete(self, domain_id: str) -> None:
+        self._call(f"delete of {self.key(domain_id)}", lambda c: c.delete(self.key(domain_id)))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,432 @@
+"""A test double of the LocalAI v4.9 HTTP server; § numbers cite /work/localai_spec.md."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hmac
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from functools import partial
+from http.client import responses
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+Json = dict[str, Any]
+SKIP_FILES = {"model_card", "readme", "readme.md"}
+SKIP_SUFFIXES = (".tmpl", ".keep", ".yaml", ".yml", ".json", ".txt", ".pt", ".onnx", ".md",
+                 ".ds_store", ".", ".safetensors", ".bin", ".gguf", ".ggml", ".ckpt", ".zip",
+                 ".tag", ".bak", ".partial", ".tar.gz")
+NOT_FOUND = "model {} not found. To see available models, call GET /v1/models"
+q = partial(json.dumps, ensure_ascii=False)  # Go's %q, for ordinary strings
+
+
+class Reply(Exception):
+    """A finished HTTP answer, returned or raised by any handler."""
+
+    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def error(code: int, message: str, kind: str = "", echo: bool = False, **extra: Any) -> Reply:
+    """The generic error body (§0); echo=True: Echo's "code=N, message=..", 404s rewritten."""
+    if echo:
+        message = "Resource not found" if code == 404 else f"code={code}, message={message}"
+    return Reply(code, {"error": {"code": code, "message": message, "type": kind}}, **extra)
+
+
+def params(cfg: Json) -> Json:
+    value = cfg.get("parameters")
+    return value if isinstance(value, dict) else {}
+
+
+def validate(cfg: Json, configs: dict[str, Json] | None = None) -> str | None:
+    """ModelConfig.Validate() (§10), plus ValidateAliasTarget when `configs` is given."""
+    name, alias = str(cfg.get("name") or ""), str(cfg.get("alias") or "")
+    backend, weights = str(cfg.get("backend") or ""), str(params(cfg).get("model") or "")
+    if alias and alias == name:
+        return f"alias {q(name)} cannot point to itself"
+    if alias and (backend or weights):
+        return (f"alias config {q(name)} must not set backend or parameters.model: "
+                "an alias is a pure redirect")
+    for target in (backend, weights, str(cfg.get("mmproj") or "")):
+        if target.startswith("/") or ".." in target:
+            return f"invalid file path: {target}"
+    if backend and not re.fullmatch(r"[a-zA-Z0-9_-]+", backend):
+        return f"invalid backend name: {backend}"
+    if alias and configs is not None and alias not in configs:
+        return f"alias target {q(alias)} does not exist"
+    if alias and configs is not None and configs[alias].get("alias"):
+        return f"alias target {q(alias)} is itself an alias (chains are not allowed)"
+    return None
+
+
+def deep_merge(dst: Json, src: Json) -> Json:
+    """patchMerge (§7): nested mappings merge key by key, anything else replaces."""
+    for key, value in src.items():
+        both = isinstance(value, dict) and isinstance(dst.get(key), dict)
+        dst[key] = deep_merge(dst[key], value) if both else value
+    return dst
+
+
+def text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content list."""
+    parts = content if isinstance(content, list) else [{"text": content or ""}]
+    return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+class LocalAIDouble:
+    """An in-process LocalAI v4.9 server on loopback, with fault injection for tests."""
+
+    def __init__(self, models_dir: Path, api_keys: list[str] | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"the double binds to loopback only, not {host}")
+        self.models_dir = Path(models_dir).absolute()
+        self.api_keys = [k for k in api_keys or [] if k]
+        self.host, self.port, self.url = host, port, ""
+        self.configs: dict[str, Json] = {}
+        self.loaded: dict[str, Json] = {}  # ModelID -> {"folder": Path, "config": snapshot}
+        self.requests: list[Json] = []
+        self._files: dict[str, Path] = {}
+        self._fail: dict[str, list[int]] = {}
+        self._hang: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._routes: list[tuple[str, str, Any]] = [
+            ("GET", r"/healthz|/readyz", lambda r: Reply(200)),
+            ("GET", r"(/v1)?/models", self._list_models),
+            ("POST", r"/models/import", self._import),
+            ("POST", r"/models/reload", self._reload),
+            ("POST", r"(/v1)?/backend/shutdown", self._shutdown),
+            ("POST", r"/models/delete/(?P<name>[^/]+)", self._delete),
+            ("GET", r"/api/models/config-json/(?P<name>[^/]+)", self._get_config),
+            ("PATCH", r"/api/models/config-json/(?P<name>[^/]+)", self._patch),
+            ("POST", r"(/v1)?(/chat)?/completions", self._inference),
+        ]
+
+    def start(self) -> LocalAIDouble:
+        """Load every config in models_dir, as LocalAI does at startup (§11), then serve."""
+        with self._lock:
+            self._load_dir()
+        handler = type("Handler", (_Handler,), {"double": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads, self._server.block_on_close = True, False
+        self.url = f"http://{self.host}:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.clear_faults()  # wakes hung requests
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> LocalAIDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, route_prefix: str, status: int, count: int = 1) -> None:
+        """The next `count` requests under route_prefix answer `status` (checked after auth)."""
+        with self._lock:
+            self._fail[route_prefix] = [status, count]
+
+    def hang(self, route_prefix: str, seconds: float) -> None:
+        """Requests under route_prefix sleep `seconds` before answering, until clear_faults."""
+        with self._lock:
+            self._hang[route_prefix] = seconds
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._fail.clear()
+            self._hang.clear()
+
+    def model_names(self) -> list[str]:
+        """The config names (aliases included) that GET /v1/models lists, sorted (§2)."""
+        with self._lock:
+            return sorted(self.configs)
+
+    def config(self, name: str) -> Json | None:
+        with self._lock:
+            return copy.deepcopy(self.configs.get(name))
+
+    def loaded_folder(self, name: str) -> Path | None:
+        """Weights folder of the backend serving `name`, through one alias hop (§10)."""
+        with self._lock:
+            cfg = self.configs.get(name) or {"name": name}
+            cfg = self.configs.get(str(cfg.get("alias")), cfg) if cfg.get("alias") else cfg
+            entry = self.loaded.get(str(cfg.get("name") or params(cfg).get("model")))
+            return entry["folder"] if entry else None
+
+    def calls(self, path_prefix: str | None = None) -> list[Json]:
+        with self._lock:
+            return [r for r in self.requests if r["path"].startswith(path_prefix or "")]
+
+    def _read_into(self, path: Path, first_only: bool = False) -> None:
+        """readModelConfigsFromFile + Validate (§4): a list or one config; invalid skipped."""
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return
+        docs = data if isinstance(data, list) and data else [data]
+        for cfg in docs[:1] if first_only else docs:
+            name = cfg.get("name") if isinstance(cfg, dict) else None
+            if isinstance(name, str) and name and validate(cfg) is None:
+                self.configs[name], self._files[name] = cfg, path
+
+    def _load_dir(self) -> None:
+        """LoadModelConfigsFromPath (§4): non-recursive *.yaml/*.yml, no dotfiles, merge-only."""
+        for path in sorted(self.models_dir.iterdir()):
+            if path.suffix.lower() in (".yaml", ".yml") and not path.name.startswith("."):
+                self._read_into(path)
+
+    def _list(self, rx: re.Pattern[str] | None, skip_configured: bool) -> list[str]:
+        """ListModels (§2): config names, then loose non-directory files in name order."""
+        cfgs = [(n, c) for n, c in sorted(self.configs.items()) if rx is None or rx.search(n)]
+        skip = {str(params(c).get("model") or "") for _, c in cfgs} if skip_configured else set()
+        names = [n for n, _ in cfgs]
+        for entry in sorted(self.models_dir.iterdir()):
+            low, ok = entry.name.lower(), rx is None or rx.search(entry.name)
+            if ok and not (low in SKIP_FILES or low.endswith(SKIP_SUFFIXES) or ".bak" in low
+                           or entry.is_dir() or entry.name in skip):
+                names.append(entry.name)
+        return names
+
+    def _dispatch(self, method: str, target: str, headers: Any, raw: bytes) -> Reply:
+        """Log, authenticate (§1), inject faults, route; anything else is a 404 (§0)."""
+        url = urlsplit(target)
+        with self._lock:
+            self.requests.append({"method": method, "path": target, "headers": dict(headers),
+                                  "body": raw.decode("utf-8", "replace")})
+        public = method == "GET" and url.path in ("/healthz", "/readyz")
+        if self.api_keys and not public and not self._authorized(headers):
+            return error(401, "An authentication key is required", "invalid_request_error",
+                         headers={"WWW-Authenticate": "Bearer"})
+        try:  # Echo's c.Bind: JSON; an empty body (or null) binds nothing
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            body = exc
+        body = {} if body is None else body
+        query = {k: v[0] for k, v in parse_qs(url.query, True).items()}
+        try:
+            self._faults(url.path)
+            for route_method, pattern, handler in self._routes:
+                match = re.fullmatch(pattern, url.path)
+                if match and route_method == method:
+                    name = unquote(match.groupdict().get("name") or "")
+                    return handler(SimpleNamespace(path=url.path, query=query, name=name, raw=raw,
+                                                   headers=headers, body=body))
+            return error(404, "Not Found", echo=True)
+        except Reply as reply:
+            return reply
+
+    def _authorized(self, headers: Any) -> bool:
+        """extractKey (§1): only the first non-empty source counts; constant-time compare."""
+        auth = str(headers.get("Authorization") or "")
+        key = auth[7:] if auth.startswith("Bearer ") else auth or str(
+            headers.get("x-api-key") or headers.get("xi-api-key") or "")
+        return any([hmac.compare_digest(key.encode(), k.encode()) for k in self.api_keys])
+
+    def _faults(self, path: str) -> None:
+        """fail_next and hang: counted on arrival, answered after the hang."""
+        with self._lock:
+            slot = next((s for p, s in self._fail.items() if path.startswith(p) and s[1]), None)
+            if slot:
+                slot[1] -= 1
+            hang = next((s for p, s in self._hang.items() if path.startswith(p)), 0.0)
+        deadline = time.monotonic() + hang
+        while time.monotonic() < deadline and self._hang:
+            time.sleep(0.02)
+        if slot:
+            raise error(slot[0], responses.get(slot[0], "Error"), echo=True)
+
+    def _list_models(self, r: Any) -> Reply:
+        """GET /v1/models (§2): unanchored `filter`, `excludeConfigured` defaults to true."""
+        try:
+            rx = re.compile(r.query["filter"]) if r.query.get("filter") else None
+        except re.error as exc:
+            return error(500, f"error parsing regexp: {exc}")
+        with self._lock:
+            names = self._list(rx, r.query.get("excludeConfigured", "") in ("", "true"))
+        return Reply(200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+
+    def _import(self, r: Any) -> Reply:
+        """POST /models/import (§3): JSON/YAML config, validate, write <name>.yaml, reload."""
+        def fail(status: int, message: str) -> Reply:
+            return Reply(status, {"success": False, "message": "", "error": message})
+        if not r.raw:
+            return fail(400, "Request body is empty")
+        ctype = str(r.headers.get("Content-Type") or "")
+        is_json = "application/json" in ctype or ("yaml" not in ctype and r.raw.strip()[:1] == b"{")
+        try:
+            cfg = json.loads(r.raw) if is_json else yaml.safe_load(r.raw.decode("utf-8"))
+            if not isinstance(cfg or {}, dict):
+                raise ValueError(f"cannot unmarshal {type(cfg).__name__} into a model config")
+        except (ValueError, yaml.YAMLError) as exc:
+            return fail(400, f"Failed to parse {'JSON' if is_json else 'YAML'}: {exc}")
+        name = (cfg or {}).get("name")
+        if not isinstance(name, str) or not name:
+            return fail(400, "Name is required")
+        path = Path(os.path.normpath(self.models_dir / f"{name}.yaml"))
+        with self._lock:
+            problem = validate(cfg, self.configs)
+            if not problem and self.models_dir not in path.parents:  # utils.VerifyPath
+                problem = "Model path not trusted: path is outside of trusted root"
+            if problem:
+                return fail(400, problem)
+            try:
+                path.write_text(yaml.safe_dump(cfg), encoding="utf-8")  # overwrites, no 409
+            except OSError as exc:
+                return fail(500, f"Failed to write configuration file: {exc}")
+            self._load_dir()
+        return Reply(200, {"success": True, "message": "Model configuration created successfully",
+                           "filename": path.name})
+
+    def _reload(self, r: Any) -> Reply:
+        """POST /models/reload (§4): merge-only; never removes names, never unloads."""
+        with self._lock:
+            self._load_dir()
+        return Reply(200, {"success": True,
+                           "message": "Model configurations reloaded successfully"})
+
+    def _shutdown(self, r: Any) -> Reply:
+        """POST /backend/shutdown (§5, v4.8+): keyed by ModelID; aliases are not resolved."""
+        if not isinstance(r.body, dict):
+            return error(400, f"Syntax error: {r.body}", echo=True)
+        if not r.body.get("model"):
+            return error(400, "model is required", echo=True)
+        with self._lock:
+            if self.loaded.pop(str(r.body["model"]), None) is None:
+                return error(404, "model is not loaded", echo=True)
+        return Reply(200, {"message": "model stopped"})
+
+    def _delete(self, r: Any) -> Reply:
+        """POST /models/delete/:name (§6): drop the config, shut down, remove <name>.yaml."""
+        op, path = str(uuid.uuid1()), Path(os.path.normpath(self.models_dir / f"{r.name}.yaml"))
+        with self._lock:
+            self.configs.pop(r.name, None)
+            self.loaded.pop(r.name, None)
+            if self.models_dir in path.parents and path.is_file():
+                path.unlink()
+        return Reply(200, {"uuid": op, "status": f"{self.url}/models/jobs/{op}"})
+
+    def _get_config(self, r: Any) -> Reply:
+        """GET /api/models/config-json/:name (§7)."""
+        cfg = self.config(r.name)
+        return Reply(200, cfg) if cfg else Reply(404, {"error": "model configuration not found"})
+
+    def _patch(self, r: Any) -> Reply:
+        """PATCH /api/models/config-json/:name (§7): deep-merge into the YAML on disk."""
+        if not r.raw or not isinstance(r.body, dict) or not r.body:
+            fail = "request body is empty" if isinstance(r.body, dict) else "invalid JSON: "
+            fail += "" if isinstance(r.body, dict) else str(r.body)
+            return Reply(400, {"error": fail if r.raw else "request body is empty or unreadable"})
+        with self._lock:
+            path = self._files.get(r.name)
+            if r.name not in self.configs or path is None:
+                return Reply(404, {"error": "model configuration not found"})
+            try:
+                merged = deep_merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, r.body)
+            except (OSError, yaml.YAMLError, AttributeError) as exc:
+                return Reply(500, {"error": f"read config file: {exc}"})
+            fail = validate(merged, self.configs)
+            if fail:
+                return Reply(400, {"error": f"invalid model configuration: {fail}"})
+            path.write_text(yaml.safe_dump(merged), encoding="utf-8")
+            self._load_dir()
+        return Reply(200, {"success": True, "message": f"Model '{r.name}' updated successfully"})
+
+    def _resolve(self, model: str) -> Json:
+        """SetModelAndConfig (§9, §10): lazy <name>.yaml, existence check, one alias hop."""
+        with self._lock:
+            lazy = self.models_dir / f"{model.lstrip('/')}.yaml"
+            if model not in self.configs and lazy.is_file():
+                self._read_into(lazy, first_only=True)
+            cfg = copy.deepcopy(self.configs.get(model, {}))
+            if not params(cfg).get("model"):  # a config without parameters.model uses the name
+                cfg["parameters"] = {**params(cfg), "model": model}
+            try:  # CheckIfModelExists: the name is an unanchored regex; a bad one skips it
+                exists = self._list(re.compile(model), False) or (self.models_dir / model).exists()
+            except re.error:
+                exists = True
+            if "/" not in model and not exists:
+                raise error(404, NOT_FOUND.format(q(model)), "invalid_request_error")
+            alias = str(cfg.get("alias") or "")
+            target = self.configs.get(alias, {})
+            if alias and (not target or target.get("alias")):
+                why = f"another alias {q(alias)} (chains are not allowed)" if target else (
+                    f"unknown model {q(alias)}")
+                raise error(400, f"alias {q(model)} points to {why}", "invalid_request_error")
+            return copy.deepcopy(target) if alias else cfg
+
+    def _load(self, cfg: Json) -> Path:
+        """loadModel (§11): cached by ModelID only, so a loaded backend keeps its weights."""
+        key = str(cfg.get("name") or params(cfg).get("model"))
+        with self._lock:
+            if key not in self.loaded:
+                folder = self.models_dir / str(params(cfg).get("model") or key)
+                if not folder.exists():
+                    raise error(500, f"could not load model: {folder} not found")
+                self.loaded[key] = {"folder": folder, "config": copy.deepcopy(cfg)}
+            return Path(self.loaded[key]["folder"])
+
+    def _inference(self, r: Any) -> Reply:
+        """POST /v1/(chat/)completions (§9): minimal non-streaming OpenAI responses."""
+        if not isinstance(r.body, dict):
+            return error(400, f"failed parsing request body: {r.body}", echo=True)
+        with self._lock:  # no model: the first configured one, else "gpt-4o" (§9)
+            model = str(r.body.get("model") or next(iter(sorted(self.configs)), "gpt-4o"))
+        folder = self._load(self._resolve(model)).name
+        chat = r.path.endswith("/chat/completions")
+        messages = [m for m in r.body.get("messages") or [] if isinstance(m, dict)]
+        users = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+        prompt = (users or [""])[-1] if chat else text_of(r.body.get("prompt"))
+        seen = " ".join(text_of(m.get("content")) for m in messages) if chat else prompt
+        text = f"[{folder}] {prompt}"
+        choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        usage = {"prompt_tokens": len(seen.split()), "completion_tokens": len(text.split())}
+        return Reply(200, {
+            "created": int(time.time()), "object": "chat.completion" if chat else "text_completion",
+            "id": str(uuid.uuid4()), "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", **choice}],
+            "usage": {**usage, "total_tokens": sum(usage.values())}})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler that hands every request to the double."""
+
+    protocol_version = "HTTP/1.1"
+    double: LocalAIDouble
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = self.double._dispatch(self.command, self.path, self.headers, raw)
+        text = "" if reply.body is None else json.dumps(  # Go: compact, HTML-escaped, newline
+            reply.body, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c") + "\n"
+        data = text.replace(">", "\\u003e").encode("utf-8") if text else b""
+        if data:
+            reply.headers["Content-Type"] = "application/json"
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+            self.send_response(reply.status)
+            for key, value in {**reply.headers, "Content-Length": str(len(data))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle

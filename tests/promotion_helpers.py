@@ -1,0 +1,61 @@
+"""Registry versions shaped like training's, and promoters wired to real services."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from domain_mlflow.gate import Thresholds, decide
+from domain_mlflow.naming import model_version as model_version_string
+from domain_mlflow.naming import training_run_id as training_run_id_string
+from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.service import build_promoter
+from domain_mlflow.registry import register_version
+from domain_mlflow.settings import load_settings
+from domain_mlflow.training.publish import version_tags
+
+PASSING = {"accuracy": 0.93, "latency_ms": 30.0, "latency_p95_ms": 41.0, "training_loss": 0.2,
+           "validation_loss": 0.27, "tokens_per_second": 9000.0}
+FAILING = {**PASSING, "accuracy": 0.15, "training_loss": 1.1}
+
+# Distinct, increasing timestamps: many versions are made within one second here.
+_clock = itertools.count()
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def register_domain_version(domain_id: str, metrics: dict[str, float] = PASSING,
+                            client: MlflowClient | None = None) -> Any:
+    """A run with a ``merged_model/`` artifact and a version tagged as training tags it."""
+    import tempfile
+
+    client = client or MlflowClient()
+    at = _EPOCH + timedelta(seconds=next(_clock))
+    run_id_string = training_run_id_string(domain_id, at)
+    with mlflow.start_run(run_name=run_id_string) as run:
+        mlflow.set_tags({"domain_id": domain_id, "training_run_id": run_id_string})
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+            Path(folder, "model.safetensors").write_bytes(run_id_string.encode())
+            mlflow.log_artifacts(folder, "merged_model")
+    tags = version_tags(
+        domain_id=domain_id,
+        model_version=model_version_string(domain_id, at),
+        training_run_id=run_id_string,
+        decision=decide(metrics, Thresholds()),
+        metrics=metrics,
+        extra={"fine_tune": "true", "base_model": "tiny"},
+    )
+    return register_version(client, domain_id, f"{run.info.artifact_uri}/merged_model",
+                            run.info.run_id, tags)
+
+
+def make_promoter(role: str = "test", **overrides: Any) -> Promoter:
+    """A promoter from the environment (see conftest), with keyword overrides."""
+    return build_promoter(load_settings(), role=role, **overrides)

@@ -1,0 +1,148 @@
+"""The config store on both dialects: migrations, configs, history, promotions, locks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from domain_mlflow.exceptions import ConfigStoreError, PromotionError
+from domain_mlflow.sinks.config_store import ConfigStore
+from domain_mlflow.sinks.database import PostgresDatabase
+from domain_mlflow.sinks.migrations import MIGRATIONS, apply_migrations
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        opened = ConfigStore.open(dsn, tmp_path / "unused.db")
+    else:
+        opened = ConfigStore.open(None, tmp_path / "configs.db")
+    yield opened
+    opened.close()
+
+
+def _promotion(store, version=1, key=None, domain="d1", kind="promote"):
+    promotion, _ = store.create_promotion(
+        request_key=key or f"auto:{domain}:{version}", domain_id=domain,
+        registry_version=version, kind=kind, actor="test", reason="because",
+        metrics={"accuracy": 0.9}, model_version=f"{domain}-v2026010{version}_000000",
+        model_uri=f"models:/domain.{domain}/{version}", run_id="r", targets={"redis": "pending"},
+    )
+    return promotion
+
+
+def _promote(store, version, domain="d1"):
+    promotion = store.advance(_promotion(store, version, domain=domain), "approved")
+    return store.write_config(promotion, action="promote", registered_model=f"domain.{domain}",
+                              serving_name=domain, targets={})
+
+
+def test_migrations_apply_once_and_again_change_nothing(store):
+    assert apply_migrations(store.database) == []  # already applied by open()
+    with store.database.transaction() as tx:
+        rows = tx.execute("SELECT version FROM schema_migrations ORDER BY version")
+    assert [row["version"] for row in rows] == [number for number, _, _ in MIGRATIONS]
+
+
+def test_a_promotion_request_is_recorded_once_per_key(store):
+    first, created = store.create_promotion(
+        request_key="auto:d1:1", domain_id="d1", registry_version=1, kind="promote",
+        actor="a", reason="r", metrics={}, model_version="m", model_uri="u", run_id=None,
+        targets={},
+    )
+    again, created_again = store.create_promotion(
+        request_key="auto:d1:1", domain_id="d1", registry_version=1, kind="promote",
+        actor="b", reason="r", metrics={}, model_version="m", model_uri="u", run_id=None,
+        targets={},
+    )
+    assert created and not created_again
+    assert again.id == first.id
+    assert again.actor == "a"
+    assert store.known_request_keys(["auto:d1:1", "auto:d1:2"]) == {"auto:d1:1"}
+
+
+def test_writing_configs_increments_the_version_number_and_keeps_history(store):
+    _promote(store, 1)
+    _promote(store, 2)
+    config = store.get_config("d1")
+    assert (config.registry_version, config.previous_registry_version,
+            config.version_number) == (2, 1, 2)
+    assert config.metrics == {"accuracy": 0.9}
+    history = store.history("d1")
+    assert [(h.action, h.registry_version, h.version_number) for h in history] == [
+        ("promote", 2, 2), ("promote", 1, 1)]
+
+
+def test_pointing_again_at_the_same_version_adds_no_row(store):
+    _promote(store, 1)
+    promotion = store.advance(_promotion(store, 1, key="manual:d1:1:x"), "approved")
+    store.write_config(promotion, action="promote", registered_model="domain.d1",
+                       serving_name="d1", targets={})
+    assert store.get_config("d1").version_number == 1
+    assert len(store.history("d1")) == 1
+
+
+def test_a_rejection_is_history_and_a_terminal_state(store):
+    rejected = store.reject(_promotion(store, 3), {"passed": False}, "accuracy too low", {})
+    assert rejected.state == "rejected"
+    assert not rejected.is_open
+    [entry] = store.history("d1")
+    assert (entry.action, entry.reason, entry.version_number) == ("reject", "accuracy too low",
+                                                                  None)
+    assert store.get_config("d1") is None
+
+
+def test_a_stale_state_change_is_refused(store):
+    promotion = _promotion(store, 1)
+    store.advance(promotion, "approved")
+    with pytest.raises(PromotionError, match="moved on concurrently"):
+        store.advance(promotion, "approved")
+
+
+def test_failures_are_recorded_with_the_next_attempt(store):
+    promotion = store.advance(_promotion(store, 1), "approved")
+    failed = store.record_failure(promotion, "redis down", timedelta(seconds=60),
+                                  {"redis": "failed"})
+    assert (failed.attempts, failed.last_error, failed.state) == (1, "redis down", "approved")
+    assert store.open_promotions("d1", due_only=True) == []
+    assert [p.id for p in store.open_promotions("d1")] == [promotion.id]
+
+
+def test_webhook_deliveries_are_remembered(store):
+    assert store.remember_delivery("abc", "model_version.created")
+    assert not store.remember_delivery("abc", "model_version.created")
+    assert store.has_delivery("abc")
+
+
+def test_a_named_lock_is_exclusive(store):
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with store.database.lock("poller") as got:
+            assert got
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    with store.database.lock("poller", blocking=False) as got:
+        assert got is False
+    with store.database.lock("another", blocking=False) as got:
+        assert got is True
+    release.set()
+    thread.join()
+    with store.database.lock("poller", blocking=False) as got:
+        assert got is True
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_the_password():
+    database = PostgresDatabase("postgresql://u:pw-secret@127.0.0.1:1/db", connect_timeout=1)
+    with pytest.raises(ConfigStoreError) as caught, database.transaction():
+        pass
+    assert "unreachable" in str(caught.value)
+    assert "pw-secret" not in str(caught.value)
+    assert "***" in str(caught.value)

@@ -1,0 +1,233 @@
+"""Promotion end to end on real Postgres, Redis and MLflow, with the LocalAI double."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from domain_mlflow import AutoDeploymentTrigger
+from domain_mlflow.promotion import manual
+from domain_mlflow.promotion.poller import Poller
+from domain_mlflow.sinks.localai import LocalAIClient
+from domain_mlflow.sinks.redis_sink import RedisSink
+from tests.localai_double import LocalAIDouble
+from tests.promotion_helpers import FAILING, PASSING, make_promoter, register_domain_version
+
+DOMAIN = "0x5678-SQLAgent"
+API_KEY = "localai-test-key"
+
+
+@pytest.fixture
+def localai(tmp_path, monkeypatch):
+    models = tmp_path / "localai-models"
+    models.mkdir()
+    with LocalAIDouble(models, api_keys=[API_KEY]) as double:
+        monkeypatch.setenv("LOCALAI_URL", double.url)
+        monkeypatch.setenv("LOCALAI_API_KEY", API_KEY)
+        monkeypatch.setenv("LOCALAI_MODELS_DIR", str(models))
+        yield double
+
+
+@pytest.fixture
+def services(postgres_dsn, redis_url, localai, monkeypatch):
+    monkeypatch.setenv("POSTGRES_DSN", postgres_dsn)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("PROMOTION_RETRY_BASE_SECONDS", "0.01")
+    return localai
+
+
+def assert_everywhere(localai, version, domain=DOMAIN):
+    """Registry alias, config store, Redis and LocalAI all name ``version``."""
+    expected = version.tags["model_version"]
+    client = MlflowClient()
+    promoter = make_promoter()
+    assert str(client.get_registered_model(f"domain.{domain}").aliases["production"]) == \
+        str(version.version)
+    config = promoter.store.get_config(domain)
+    assert (config.model_version, config.registry_version) == (expected, int(version.version))
+    redis_value = RedisSink(os.environ["REDIS_URL"], os.environ["REDIS_KEY_PREFIX"]).get(domain)
+    assert redis_value["model_version"] == expected
+    assert localai.config(domain)["alias"] == expected
+    answer = LocalAIClient(localai.url, API_KEY).complete(domain, "How many orders?")
+    assert answer["choices"][0]["text"].startswith(f"[{expected}]")
+
+
+def test_versions_promote_in_turn_a_failing_one_changes_nothing_and_rollback_restores(services):
+    localai = services
+    poller = Poller(make_promoter("poller"))
+    first = register_domain_version(DOMAIN, PASSING)
+    assert poller.poll_once().promoted == 1
+    assert_everywhere(localai, first)
+
+    second = register_domain_version(DOMAIN, PASSING)
+    assert poller.poll_once().promoted == 1
+    assert_everywhere(localai, second)
+    assert localai.loaded_folder(first.tags["model_version"]) is None  # old weights unloaded
+
+    failing = register_domain_version(DOMAIN, FAILING)
+    report = poller.poll_once()
+    assert (report.promoted, report.rejected) == (0, 1), report
+    assert_everywhere(localai, second)
+    tags = MlflowClient().get_model_version(f"domain.{DOMAIN}", failing.version).tags
+    assert tags["promotion_status"] == "rejected"
+    assert "accuracy 0.15 < minimum 0.85" in tags["promotion_reason"]
+
+    result = manual.rollback(make_promoter("cli"), DOMAIN)
+    assert result["deployed"] and result["registry_version"] == str(first.version)
+    assert_everywhere(localai, first)
+    client = MlflowClient()
+    assert str(client.get_registered_model(f"domain.{DOMAIN}").aliases["previous"]) == \
+        str(second.version)
+    assert client.get_model_version(f"domain.{DOMAIN}", second.version).tags["stage"] == \
+        "archived"
+
+    history = [(h["action"], h["registry_version"], h["version_number"])
+               for h in manual.history(make_promoter(), DOMAIN)]
+    assert history == [("rollback", 1, 3), ("reject", 3, None), ("promote", 2, 2),
+                       ("promote", 1, 1)]
+    assert poller.poll_once().processed == 0  # nothing left to do, nothing redone
+
+
+def test_training_deploys_through_the_trigger(services, small_sql_data, monkeypatch):
+    from domain_mlflow import DomainTrainer
+
+    for name, value in (("DEPLOY_ACCURACY_THRESHOLD", "0"), ("DEPLOY_LATENCY_THRESHOLD", "1e6"),
+                        ("DEPLOY_LOSS_THRESHOLD", "100"), ("DEPLOY_VAL_LOSS_THRESHOLD", "100")):
+        monkeypatch.setenv(name, value)
+    results = DomainTrainer().train_domain_model(DOMAIN, small_sql_data, max_steps=2)
+    deployment = results["deployment"]
+    assert deployment["deployed"] is True, deployment
+    assert deployment["targets"] == {"config_store": "done", "redis": "done", "localai": "done",
+                                     "registry": "done"}
+    version = MlflowClient().get_model_version(f"domain.{DOMAIN}", results["registry_version"])
+    assert_everywhere(services, version)
+    exported = services.models_dir / DOMAIN / results["model_version"] / "config.json"
+    assert exported.is_file()  # the real merged model, as LocalAI's transformers backend loads it
+
+
+def test_check_and_deploy_below_the_thresholds_refuses_with_reasons(services):
+    result = AutoDeploymentTrigger().check_and_deploy(
+        domain_id=DOMAIN, training_run_id="test-run",
+        metrics={"accuracy": 0.9, "latency_ms": 100}, model_path="./test_model.pt")
+    assert result["deployed"] is False
+    assert result["reason"] == "training_loss is missing; validation_loss is missing"
+
+
+def test_check_and_deploy_promotes_the_version_of_the_training_run(services):
+    version = register_domain_version(DOMAIN, PASSING)
+    result = AutoDeploymentTrigger().check_and_deploy(
+        DOMAIN, version.tags["training_run_id"], PASSING, "unused")
+    assert result["deployed"] is True
+    assert result["model_version"] == version.tags["model_version"]
+    assert_everywhere(services, version)
+
+
+@pytest.mark.parametrize("state", ["approved", "config_written", "redis_synced",
+                                   "localai_synced"])
+def test_a_crash_after_any_step_resumes_and_converges(services, state):
+    version = register_domain_version(DOMAIN, PASSING)
+    crashing = make_promoter("crashing")
+
+    def crash(reached):
+        if reached == state:
+            raise KeyboardInterrupt(f"crash after {reached}")
+
+    crashing.failpoint = crash
+    promotion = crashing.request(DOMAIN, int(version.version))
+    with pytest.raises(KeyboardInterrupt):
+        crashing.process_domain(DOMAIN)
+    assert crashing.store.get_promotion(promotion.id).state == state
+    assert "production" not in MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases
+
+    Poller(make_promoter("poller")).poll_once()
+    assert_everywhere(services, version)
+    assert [h.action for h in make_promoter().store.history(DOMAIN)] == ["promote"]
+    Poller(make_promoter("poller")).poll_once()
+    assert make_promoter().store.get_config(DOMAIN).version_number == 1
+
+
+@pytest.mark.parametrize("state", ["approved", "redis_synced", "localai_synced"])
+def test_a_killed_promote_process_is_finished_by_the_next_run(services, state, tmp_path):
+    version = register_domain_version(DOMAIN, PASSING)
+    env = {**os.environ, "DOMAIN_MLFLOW_FAILPOINT": state}
+    command = [sys.executable, "-m", "domain_mlflow.cli", "promote", DOMAIN,
+               "--version", str(version.version)]
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode == 99, killed.stderr
+    env.pop("DOMAIN_MLFLOW_FAILPOINT")
+    again = subprocess.run([sys.executable, "-m", "domain_mlflow.cli", "poll", "--once",
+                            "--json"], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["promoted"] == 1
+    assert_everywhere(services, version)
+    assert [h.action for h in make_promoter().store.history(DOMAIN)] == ["promote"]
+
+
+def test_redis_down_leaves_the_promotion_pending_and_production_unmoved(services, monkeypatch):
+    first = register_domain_version(DOMAIN, PASSING)
+    Poller(make_promoter("poller")).poll_once()
+    second = register_domain_version(DOMAIN, PASSING)
+    good_redis = os.environ["REDIS_URL"]
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+
+    report = Poller(make_promoter("poller")).poll_once()
+    assert report.pending == 1
+    [pending] = make_promoter().store.open_promotions(DOMAIN)
+    assert pending.state == "config_written"
+    assert pending.attempts == 1
+    assert "Redis" in pending.last_error
+    assert str(MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases["production"]) \
+        == str(first.version)
+    tags = MlflowClient().get_model_version(f"domain.{DOMAIN}", second.version).tags
+    assert tags["promotion_status"] == "pending"
+
+    monkeypatch.setenv("REDIS_URL", good_redis)
+    Poller(make_promoter("poller")).poll_once()
+    assert_everywhere(services, second)
+
+
+@pytest.mark.parametrize("fault", ["error", "hang"])
+def test_localai_failing_or_hanging_is_retried_until_it_recovers(services, fault, monkeypatch):
+    localai = services
+    version = register_domain_version(DOMAIN, PASSING)
+    monkeypatch.setenv("LOCALAI_TIMEOUT_SECONDS", "0.3")
+    if fault == "error":
+        localai.fail_next("/models/import", 500, count=100)
+    else:
+        localai.hang("/models/import", 2.0)
+    report = Poller(make_promoter("poller")).poll_once()
+    assert report.pending == 1
+    [pending] = make_promoter().store.open_promotions(DOMAIN)
+    assert pending.state == "redis_synced"
+    assert "LocalAI POST /models/import failed" in pending.last_error
+    assert "production" not in MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases
+
+    localai.clear_faults()
+    Poller(make_promoter("poller")).poll_once()
+    assert_everywhere(localai, version)
+
+
+def test_postgres_down_is_pending_in_the_registry_and_converges_later(services, monkeypatch):
+    version = register_domain_version(DOMAIN, PASSING)
+    good_dsn = os.environ["POSTGRES_DSN"]
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://postgres:pg-s3cret@127.0.0.1:1/test")
+    from domain_mlflow.exceptions import ConfigStoreError
+
+    with pytest.raises(ConfigStoreError) as caught:
+        AutoDeploymentTrigger().deploy_version(DOMAIN, version.version)
+    assert "pg-s3cret" not in str(caught.value)
+    tags = MlflowClient().get_model_version(f"domain.{DOMAIN}", version.version).tags
+    assert tags["promotion_status"] == "pending"
+    assert "unreachable" in tags["promotion_error"]
+    assert "pg-s3cret" not in tags["promotion_error"]
+
+    monkeypatch.setenv("POSTGRES_DSN", good_dsn)
+    Poller(make_promoter("poller")).poll_once()
+    assert_everywhere(services, version)
