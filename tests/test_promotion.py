@@ -83,8 +83,10 @@ def test_versions_promote_in_turn_a_failing_one_changes_nothing_and_rollback_res
     client = MlflowClient()
     assert str(client.get_registered_model(f"domain.{DOMAIN}").aliases["previous"]) == \
         str(second.version)
-    assert client.get_model_version(f"domain.{DOMAIN}", second.version).tags["stage"] == \
-        "archived"
+    stages = {v: client.get_model_version(f"domain.{DOMAIN}", v).tags["stage"]
+              for v in (first.version, second.version, failing.version)}
+    assert stages == {first.version: "production", second.version: "archived",
+                      failing.version: "staging"}
 
     history = [(h["action"], h["registry_version"], h["version_number"])
                for h in manual.history(make_promoter(), DOMAIN)]
