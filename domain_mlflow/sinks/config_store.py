@@ -9,162 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from domain_mlflow.sinks.database import Database, Transaction, open_database, to_datetime, utc_now
+from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
 from domain_mlflow.sinks.migrations import apply_migrations
+from domain_mlflow.sinks.rows import (
+    OPEN_STATES,
+    DomainConfig,
+    HistoryEntry,
+    Promotion,
+    config_from_row,
+    default_sqlite_path,
+    history_from_row,
+    promotion_from_row,
+)
 
-OPEN_STATES = ("pending", "approved", "config_written", "redis_synced", "localai_synced")
-TERMINAL_STATES = ("done", "rejected")
-
-
-@dataclass
-class DomainConfig:
-    domain_id: str
-    model_version: str
-    registered_model: str
-    registry_version: int
-    model_uri: str
-    serving_name: str
-    metrics: dict[str, float]
-    version_number: int
-    updated_at: datetime
-    previous_registry_version: int | None = None
-    training_run_id: str | None = None
-
-    def serving_payload(self) -> dict[str, Any]:
-        """What Redis holds for the domain: the serving config as JSON-ready values."""
-        return {
-            "domain_id": self.domain_id,
-            "model_version": self.model_version,
-            "registered_model": self.registered_model,
-            "registry_version": self.registry_version,
-            "model_uri": self.model_uri,
-            "serving_name": self.serving_name,
-            "metrics": self.metrics,
-            "version_number": self.version_number,
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass
-class Promotion:
-    id: int
-    request_key: str
-    domain_id: str
-    registry_version: int
-    kind: str
-    state: str
-    actor: str
-    reason: str
-    metrics: dict[str, Any]
-    targets: dict[str, str]
-    attempts: int
-    next_attempt_at: datetime
-    created_at: datetime
-    updated_at: datetime
-    model_version: str | None = None
-    model_uri: str | None = None
-    run_id: str | None = None
-    training_run_id: str | None = None
-    decision: dict[str, Any] | None = None
-    last_error: str | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
-
-@dataclass
-class HistoryEntry:
-    id: int
-    domain_id: str
-    action: str
-    registry_version: int
-    actor: str
-    reason: str
-    created_at: datetime
-    model_version: str | None = None
-    previous_registry_version: int | None = None
-    version_number: int | None = None
-    promotion_id: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "created_at": self.created_at.isoformat()}
-
-
-def default_sqlite_path(tracking_uri: str) -> Path:
-    """Beside a SQLite MLflow store (``sqlite:///x/mlflow.db`` → ``x/domain_configs.db``),
-    else in the current folder."""
-    parts = urlsplit(tracking_uri)
-    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
-        return Path(parts.path[1:] if parts.path.startswith("/") else parts.path).with_name(
-            "domain_configs.db"
-        )
-    return Path("domain_configs.db")
-
-
-def _config(row: dict[str, Any]) -> DomainConfig:
-    return DomainConfig(
-        domain_id=row["domain_id"],
-        model_version=row["model_version"],
-        registered_model=row["registered_model"],
-        registry_version=int(row["registry_version"]),
-        model_uri=row["model_uri"],
-        serving_name=row["serving_name"],
-        metrics=json.loads(row["metrics"]),
-        version_number=int(row["version_number"]),
-        updated_at=to_datetime(row["updated_at"]),
-        previous_registry_version=row["previous_registry_version"],
-        training_run_id=row["training_run_id"],
-    )
-
-
-def _promotion(row: dict[str, Any]) -> Promotion:
-    return Promotion(
-        id=int(row["id"]),
-        request_key=row["request_key"],
-        domain_id=row["domain_id"],
-        registry_version=int(row["registry_version"]),
-        kind=row["kind"],
-        state=row["state"],
-        actor=row["actor"],
-        reason=row["reason"],
-        metrics=json.loads(row["metrics"]),
-        targets=json.loads(row["targets"]),
-        attempts=int(row["attempts"]),
-        next_attempt_at=to_datetime(row["next_attempt_at"]),
-        created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
-        model_version=row["model_version"],
-        model_uri=row["model_uri"],
-        run_id=row["run_id"],
-        training_run_id=row["training_run_id"],
-        decision=json.loads(row["decision"]) if row["decision"] else None,
-        last_error=row["last_error"],
-    )
-
-
-def _history(row: dict[str, Any]) -> HistoryEntry:
-    return HistoryEntry(
-        id=int(row["id"]),
-        domain_id=row["domain_id"],
-        action=row["action"],
-        registry_version=int(row["registry_version"]),
-        actor=row["actor"],
-        reason=row["reason"],
-        created_at=to_datetime(row["created_at"]),
-        model_version=row["model_version"],
-        previous_registry_version=row["previous_registry_version"],
-        version_number=row["version_number"],
-        promotion_id=row["promotion_id"],
-        metrics=json.loads(row["metrics"]),
-    )
+__all__ = ["ConfigStore", "DomainConfig", "HistoryEntry", "Promotion", "default_sqlite_path"]
 
 
 class ConfigStore:
@@ -188,12 +49,12 @@ class ConfigStore:
     def get_config(self, domain_id: str) -> DomainConfig | None:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s", (domain_id,))
-        return _config(rows[0]) if rows else None
+        return config_from_row(rows[0]) if rows else None
 
     def all_configs(self) -> list[DomainConfig]:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM domain_configs ORDER BY domain_id")
-        return [_config(row) for row in rows]
+        return [config_from_row(row) for row in rows]
 
     def history(self, domain_id: str, limit: int = 100) -> list[HistoryEntry]:
         with self.database.transaction() as tx:
@@ -201,7 +62,7 @@ class ConfigStore:
                 "SELECT * FROM domain_config_history WHERE domain_id = %s ORDER BY id DESC "
                 "LIMIT %s", (domain_id, limit),
             )
-        return [_history(row) for row in rows]
+        return [history_from_row(row) for row in rows]
 
     # --- promotions ---------------------------------------------------------------
 
@@ -235,12 +96,12 @@ class ConfigStore:
                  json.dumps(targets), now, now, now),
             )
             rows = tx.execute("SELECT * FROM promotions WHERE request_key = %s", (request_key,))
-        return _promotion(rows[0]), bool(inserted)
+        return promotion_from_row(rows[0]), bool(inserted)
 
     def get_promotion(self, promotion_id: int) -> Promotion:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion_id,))
-        return _promotion(rows[0])
+        return promotion_from_row(rows[0])
 
     def open_promotions(self, domain_id: str | None = None, due_only: bool = False
                         ) -> list[Promotion]:
@@ -255,7 +116,7 @@ class ConfigStore:
             params.append(utc_now())
         with self.database.transaction() as tx:
             rows = tx.execute(sql + " ORDER BY id", params)
-        return [_promotion(row) for row in rows]
+        return [promotion_from_row(row) for row in rows]
 
     def versions_with_promotions(self, domain_ids: list[str]) -> set[tuple[str, int]]:
         """(domain, version) pairs that have any promotion record, for these domains."""
@@ -290,14 +151,14 @@ class ConfigStore:
                 "SELECT * FROM promotions WHERE domain_id = %s ORDER BY id DESC LIMIT %s",
                 (domain_id, limit),
             )
-        return [_promotion(row) for row in rows]
+        return [promotion_from_row(row) for row in rows]
 
     def advance(self, promotion: Promotion, to_state: str, **changes: Any) -> Promotion:
         """Move ``promotion`` from its current state to ``to_state`` (compare-and-set)."""
         with self.database.transaction() as tx:
             self._advance(tx, promotion, to_state, **changes)
             rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return _promotion(rows[0])
+        return promotion_from_row(rows[0])
 
     def _advance(self, tx: Transaction, promotion: Promotion, to_state: str,
                  **changes: Any) -> None:
@@ -328,7 +189,7 @@ class ConfigStore:
                  promotion.id),
             )
             rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return _promotion(rows[0])
+        return promotion_from_row(rows[0])
 
     def reject(self, promotion: Promotion, decision: dict[str, Any], reason: str,
                targets: dict[str, str]) -> Promotion:
@@ -337,7 +198,7 @@ class ConfigStore:
             self._history_row(tx, promotion, "reject", reason, None, None)
             self._advance(tx, promotion, "rejected", decision=decision, targets=targets)
             rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return _promotion(rows[0])
+        return promotion_from_row(rows[0])
 
     def write_config(self, promotion: Promotion, *, action: str, registered_model: str,
                      serving_name: str, targets: dict[str, str]) -> Promotion:
@@ -346,12 +207,12 @@ class ConfigStore:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s",
                               (promotion.domain_id,))
-            current = _config(rows[0]) if rows else None
+            current = config_from_row(rows[0]) if rows else None
             if current and current.registry_version == promotion.registry_version:
                 # Already pointing here (a repeated request): no new row, no history.
                 self._advance(tx, promotion, "config_written", targets=targets)
                 rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-                return _promotion(rows[0])
+                return promotion_from_row(rows[0])
             previous = current.registry_version if current else None
             number = (current.version_number if current else 0) + 1
             tx.execute(
@@ -373,7 +234,7 @@ class ConfigStore:
             self._history_row(tx, promotion, action, promotion.reason, previous, number)
             self._advance(tx, promotion, "config_written", targets=targets)
             rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return _promotion(rows[0])
+        return promotion_from_row(rows[0])
 
     def _history_row(self, tx: Transaction, promotion: Promotion, action: str, reason: str,
                      previous: int | None, version_number: int | None) -> None:

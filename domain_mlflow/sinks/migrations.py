@@ -70,6 +70,37 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             received_at {ts} NOT NULL
         )""",
     ]),
+    (2, "serving requests and alerts", [
+        """CREATE TABLE serving_requests (
+            id {id},
+            domain_id TEXT NOT NULL,
+            model_version TEXT,
+            serving_name TEXT NOT NULL,
+            started_at {ts} NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            query_pattern TEXT NOT NULL,
+            quality DOUBLE PRECISION,
+            error TEXT
+        )""",
+        "CREATE INDEX serving_requests_domain_time ON serving_requests (domain_id, started_at)",
+        """CREATE TABLE alerts (
+            id {id},
+            domain_id TEXT NOT NULL,
+            model_version TEXT,
+            kind TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            threshold DOUBLE PRECISION NOT NULL,
+            window_seconds DOUBLE PRECISION NOT NULL,
+            requests INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            created_at {ts} NOT NULL
+        )""",
+        "CREATE INDEX alerts_domain ON alerts (domain_id, id)",
+    ]),
 ]
 
 

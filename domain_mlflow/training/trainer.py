@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from domain_mlflow.data import LoadedData, load_training_data, split_examples
-from domain_mlflow.data.records import Example
-from domain_mlflow.exceptions import CheckpointError, DomainMlflowError, NoUsableRecordsError
-from domain_mlflow.gate import GateDecision, decide
-from domain_mlflow.naming import model_version, training_run_id, utc_now
+from domain_mlflow.data import load_training_data, split_examples
+from domain_mlflow.exceptions import CheckpointError, NoUsableRecordsError
+from domain_mlflow.naming import training_run_id, utc_now
 from domain_mlflow.settings import Settings, load_settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
-
-_log = logging.getLogger(__name__)
+from domain_mlflow.training.run import PreparedData, TrainingRun
 
 # What the resume checkpoint must share with the new run.
 _RESUME_KEYS = ("base_model", "fine_tune", "lora_r", "data_digest")
-
-
-@dataclass
-class _Prepared:
-    data: LoadedData
-    train: list[Example]
-    validation: list[Example]
-    model: Any
-    tokenizer: Any
-    base_path: str
-    encoded_train: list[Any] = field(default_factory=list)
-    encoded_validation: list[Any] = field(default_factory=list)
-
-    def data_summary(self) -> dict[str, Any]:
-        truncated = sum(e.truncated for e in self.encoded_train + self.encoded_validation)
-        return {
-            "path": os.path.abspath(self.data.path),
-            "digest": self.data.digest,
-            "records": self.data.total_records,
-            "train_examples": len(self.train),
-            "validation_examples": len(self.validation),
-            "duplicates_dropped": self.data.duplicates_dropped,
-            "other_domain_records": self.data.other_domain_records,
-            "truncated_examples": truncated,
-        }
 
 
 class DomainTrainer:
@@ -101,7 +68,7 @@ class DomainTrainer:
             run_id = checkpoint.training_run_id
         else:
             run_id = _new_training_run_id(config.domain_id, store)
-        return _TrainingRun(self, config, prepared, store, run_id, checkpoint).execute()
+        return TrainingRun(self, config, prepared, store, run_id, checkpoint).execute()
 
 
 def _resume_checkpoint(config: TrainingConfig, store: CheckpointStore) -> Checkpoint | None:
@@ -137,7 +104,7 @@ def _new_training_run_id(domain_id: str, store: CheckpointStore) -> str:
     return candidate
 
 
-def _prepare(config: TrainingConfig, cache_dir: str) -> _Prepared:
+def _prepare(config: TrainingConfig, cache_dir: str) -> PreparedData:
     """Everything that can fail on bad input, done before any MLflow run exists."""
     import torch
 
@@ -155,295 +122,10 @@ def _prepare(config: TrainingConfig, cache_dir: str) -> _Prepared:
     model = base.model
     if config.fine_tune:
         model = add_lora(model, config.lora_r, config.lora_alpha)
-    prepared = _Prepared(data, train, validation, model, base.tokenizer, base.resolved_path)
+    prepared = PreparedData(data, train, validation, model, base.tokenizer, base.resolved_path)
     prepared.encoded_train = [encode_example(e, base.tokenizer, config.max_length) for e in train]
     prepared.encoded_validation = [encode_example(e, base.tokenizer, config.max_length)
                                    for e in validation]
     return prepared
 
 
-class _TrainingRun:
-    """One training run inside one MLflow run: start, fit, evaluate, publish."""
-
-    def __init__(
-        self,
-        trainer: DomainTrainer,
-        config: TrainingConfig,
-        prepared: _Prepared,
-        store: CheckpointStore,
-        training_run_id: str,
-        checkpoint: Checkpoint | None,
-    ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.trainer = trainer
-        self.config = config
-        self.prepared = prepared
-        self.store = store
-        self.training_run_id = training_run_id
-        self.checkpoint = checkpoint
-        self.output_dir = Path(trainer.model_output_dir) / config.domain_id / training_run_id
-        self.client = MlflowClient()
-        self.mlflow_run_id = ""
-
-    def execute(self) -> dict[str, Any]:
-        import mlflow
-
-        if self.config.experiment_name:
-            mlflow.set_experiment(self.config.experiment_name)
-        nested = mlflow.active_run() is not None
-        with mlflow.start_run(run_name=self.training_run_id, nested=nested) as run:
-            self.mlflow_run_id = run.info.run_id
-            try:
-                self._start()
-                outcome = self._fit()
-                merged, metrics, evaluated = self._evaluate(outcome)
-                results = self._publish(merged, metrics, outcome, evaluated)
-            except DomainMlflowError as error:
-                mlflow.set_tag("failure_reason", str(error)[:5000])
-                raise
-            results["experiment_id"] = run.info.experiment_id
-        return results
-
-    def _start(self) -> None:
-        import mlflow
-
-        from domain_mlflow.tracking import log_params_once
-
-        config, prepared = self.config, self.prepared
-        mlflow.set_tags({
-            "domain_id": config.domain_id,
-            "training_run_id": self.training_run_id,
-            "fine_tune": str(config.fine_tune).lower(),
-            "base_model": config.base_model,
-        })
-        if self.checkpoint:
-            mlflow.set_tag("resumed_from_checkpoint", str(self.checkpoint.path))
-        summary = prepared.data_summary()
-        summary.pop("path")
-        log_params_once(self.client, self.mlflow_run_id, {
-            **config.hyperparameters(),
-            "base_model_path": prepared.base_path,
-            "trainable_parameters": _count(prepared.model, trainable_only=True),
-            "total_parameters": _count(prepared.model, trainable_only=False),
-            **{f"data_{key}": value for key, value in summary.items()},
-        })
-        self._log_datasets()
-
-    def _log_datasets(self) -> None:
-        import mlflow
-        import pandas as pd
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-        with warnings.catch_warnings():
-            # MLflow registers its local-file source twice, then warns that it had to choose.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be")
-            source = resolve_dataset_source(os.path.abspath(self.prepared.data.path))
-        for context, examples in (("training", self.prepared.train),
-                                  ("validation", self.prepared.validation)):
-            frame = pd.DataFrame(
-                [{"prompt": e.prompt, "completion": e.completion} for e in examples]
-            )
-            dataset = mlflow.data.from_pandas(
-                frame, source=source, name=f"{self.config.domain_id}-{context}"
-            )
-            mlflow.log_input(dataset, context=context)
-
-    def _fit(self) -> Any:
-        from domain_mlflow.tracking import BatchedMetricLogger
-        from domain_mlflow.training.loop import LoopConfig, TrainingLoop
-
-        config, prepared = self.config, self.prepared
-        sink = BatchedMetricLogger(self.client, self.mlflow_run_id)
-        loop = TrainingLoop(
-            prepared.model, prepared.encoded_train, prepared.encoded_validation,
-            LoopConfig(
-                max_steps=config.max_steps,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                eval_every=config.eval_every,
-                checkpoint_every=config.checkpoint_every,
-                seed=config.seed,
-                warmup_steps=max(1, min(100, config.max_steps // 20)),
-            ),
-            prepared.tokenizer.pad_token_id,
-            sink=sink,
-            on_checkpoint=self._save_checkpoint,
-            progress=self.trainer.progress,
-        )
-        try:
-            return loop.run(self.checkpoint.load_state() if self.checkpoint else None)
-        finally:
-            sink.close()
-
-    def _save_checkpoint(self, step: int, state: dict[str, Any]) -> None:
-        self.store.save(self.training_run_id, step, state, {
-            "base_model": self.config.base_model,
-            "fine_tune": self.config.fine_tune,
-            "lora_r": self.config.lora_r,
-            "data_digest": self.prepared.data.digest,
-            "max_steps": self.config.max_steps,
-            "mlflow_run_id": self.mlflow_run_id,
-        })
-
-    def _evaluate(self, outcome: Any) -> tuple[Any, dict[str, float], int]:
-        import mlflow
-        import pandas as pd
-
-        from domain_mlflow.training.evaluation import evaluate_generation, resolve_normalizer
-        from domain_mlflow.training.models import merged_copy
-
-        config, prepared = self.config, self.prepared
-        merged = merged_copy(prepared.model)
-        evaluation = evaluate_generation(
-            merged, prepared.tokenizer, prepared.validation[: config.eval_max_examples],
-            resolve_normalizer(config.normalizer, config.domain_id),
-        )
-        metrics = {
-            "accuracy": evaluation.accuracy,
-            "latency_ms": evaluation.latency_ms,
-            "latency_p95_ms": evaluation.latency_p95_ms,
-            "training_loss": outcome.training_loss,
-            "validation_loss": outcome.validation_loss,
-            "tokens_per_second": outcome.tokens_per_second,
-        }
-        # The loop logged training_loss and validation_loss at the last step already.
-        logged_by_loop = outcome.start_step < outcome.steps
-        mlflow.log_metrics(
-            {key: value for key, value in metrics.items()
-             if not (logged_by_loop and key in ("training_loss", "validation_loss"))}
-            | {"eval_examples": evaluation.examples},
-            step=outcome.steps,
-        )
-        mlflow.log_table(
-            pd.DataFrame(evaluation.predictions,
-                         columns=["prompt", "reference", "prediction", "correct", "latency_ms"]),
-            "validation_predictions.json",
-        )
-        return merged, metrics, evaluation.examples
-
-    def _publish(
-        self, merged: Any, metrics: dict[str, float], outcome: Any, evaluated: int
-    ) -> dict[str, Any]:
-        import mlflow
-
-        from domain_mlflow.registry import domain_thresholds
-        from domain_mlflow.training.publish import save_model_folders
-
-        config, prepared = self.config, self.prepared
-        folders = save_model_folders(self.output_dir, prepared.model, merged,
-                                     prepared.tokenizer, config.fine_tune)
-        for artifact_path, folder in folders.items():
-            mlflow.log_artifacts(str(folder), artifact_path)
-        thresholds = domain_thresholds(self.client, config.domain_id,
-                                       self.trainer.settings.thresholds)
-        decision = decide(metrics, thresholds)
-        mlflow.set_tags({"validation_status": decision.status,
-                         "validation_reasons": decision.summary()})
-        results = {
-            "domain_id": config.domain_id,
-            "training_run_id": self.training_run_id,
-            "mlflow_run_id": self.mlflow_run_id,
-            "model_path": str(folders["merged_model"]),
-            "adapter_path": str(folders["adapter"]) if "adapter" in folders else None,
-            "output_dir": str(self.output_dir),
-            "checkpoint_dir": str(self.store.domain_dir / self.training_run_id),
-            "resumed_from": str(self.checkpoint.path) if self.checkpoint else None,
-            "evaluation": {**metrics, "eval_examples": evaluated},
-            "gate": decision.to_dict(),
-            "should_deploy": decision.passed,
-            "data": prepared.data_summary(),
-            "hyperparameters": config.hyperparameters(),
-            "steps": {"start": outcome.start_step, "end": outcome.steps},
-            "registered_model": None,
-            "registry_version": None,
-            "model_version": None,
-            "model_uri": None,
-            "deployment": None,
-        }
-        if config.register:
-            results.update(self._register(metrics, decision, folders["merged_model"]))
-            if config.deploy:
-                results["deployment"] = self._deploy(results["registry_version"])
-        (self.output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        mlflow.log_dict(json.loads(json.dumps(results, default=str)), "results.json")
-        return results
-
-    def _register(
-        self, metrics: dict[str, float], decision: GateDecision, merged_folder: Path
-    ) -> dict[str, Any]:
-        import mlflow
-
-        from domain_mlflow.registry import register_version
-        from domain_mlflow.training.publish import log_serving_model, version_tags
-
-        info = log_serving_model(merged_folder, self.prepared.tokenizer, self.prepared.train)
-        version_string = self._fresh_model_version()
-        tags = version_tags(
-            domain_id=self.config.domain_id,
-            model_version=version_string,
-            training_run_id=self.training_run_id,
-            decision=decision,
-            metrics=metrics,
-            extra={
-                "fine_tune": str(self.config.fine_tune).lower(),
-                "base_model": self.config.base_model,
-                "data_digest": self.prepared.data.digest,
-            },
-        )
-        version = register_version(self.client, self.config.domain_id, info.model_uri,
-                                   self.mlflow_run_id, tags)
-        mlflow.set_tags({
-            "model_version": version_string,
-            "registered_model": version.name,
-            "registry_version": str(version.version),
-        })
-        _log.info("registered %s version %s as %s (gate %s)", version.name, version.version,
-                  version_string, decision.status)
-        return {
-            "registered_model": version.name,
-            "registry_version": str(version.version),
-            "model_version": version_string,
-            "model_uri": f"models:/{version.name}/{version.version}",
-            "logged_model_uri": info.model_uri,
-        }
-
-
-    def _fresh_model_version(self) -> str:
-        """``{domain_id}-v{YYYYMMDD_HHMMSS}``, waiting out a second another version took:
-        the string names LocalAI's folder and config, so it must be unique."""
-        from domain_mlflow.naming import registered_model_name
-
-        name = registered_model_name(self.config.domain_id)
-        for _ in range(5):
-            candidate = model_version(self.config.domain_id, utc_now())
-            taken = self.client.search_model_versions(
-                f"name = '{name}' AND tags.model_version = '{candidate}'")
-            if not taken:
-                return candidate
-            time.sleep(1.0)
-        return candidate
-
-    def _deploy(self, registry_version: str) -> dict[str, Any]:
-        """Promote the new version through the gate (the seed's auto-deploy step).
-
-        A sink that is down leaves the promotion pending for the poller; training
-        itself has succeeded either way.
-        """
-        from domain_mlflow.exceptions import DomainMlflowError
-        from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
-
-        trigger = AutoDeploymentTrigger(
-            localai_url=self.trainer.localai_url, postgres_dsn=self.trainer.postgres_dsn,
-            redis_url=self.trainer.redis_url, settings=self.trainer.settings,
-        )
-        try:
-            return trigger.deploy_version(self.config.domain_id, registry_version)
-        except DomainMlflowError as error:
-            _log.warning("version %s registered, promotion pending: %s", registry_version, error)
-            return {"deployed": False, "reason": f"promotion pending: {error}",
-                    "registry_version": registry_version, "state": "pending"}
-
-
-def _count(model: Any, trainable_only: bool) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,160 @@
+"""Rows of the config store as Python objects, and their conversion from query results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from domain_mlflow.sinks.database import to_datetime
+
+OPEN_STATES = ("pending", "approved", "config_written", "redis_synced", "localai_synced")
+TERMINAL_STATES = ("done", "rejected")
+
+
+@dataclass
+class DomainConfig:
+    domain_id: str
+    model_version: str
+    registered_model: str
+    registry_version: int
+    model_uri: str
+    serving_name: str
+    metrics: dict[str, float]
+    version_number: int
+    updated_at: datetime
+    previous_registry_version: int | None = None
+    training_run_id: str | None = None
+
+    def serving_payload(self) -> dict[str, Any]:
+        """What Redis holds for the domain: the serving config as JSON-ready values."""
+        return {
+            "domain_id": self.domain_id,
+            "model_version": self.model_version,
+            "registered_model": self.registered_model,
+            "registry_version": self.registry_version,
+            "model_uri": self.model_uri,
+            "serving_name": self.serving_name,
+            "metrics": self.metrics,
+            "version_number": self.version_number,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass
+class Promotion:
+    id: int
+    request_key: str
+    domain_id: str
+    registry_version: int
+    kind: str
+    state: str
+    actor: str
+    reason: str
+    metrics: dict[str, Any]
+    targets: dict[str, str]
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    model_version: str | None = None
+    model_uri: str | None = None
+    run_id: str | None = None
+    training_run_id: str | None = None
+    decision: dict[str, Any] | None = None
+    last_error: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+@dataclass
+class HistoryEntry:
+    id: int
+    domain_id: str
+    action: str
+    registry_version: int
+    actor: str
+    reason: str
+    created_at: datetime
+    model_version: str | None = None
+    previous_registry_version: int | None = None
+    version_number: int | None = None
+    promotion_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": self.created_at.isoformat()}
+
+
+def default_sqlite_path(tracking_uri: str) -> Path:
+    """Beside a SQLite MLflow store (``sqlite:///x/mlflow.db`` → ``x/domain_configs.db``),
+    else in the current folder."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
+        return Path(parts.path[1:] if parts.path.startswith("/") else parts.path).with_name(
+            "domain_configs.db"
+        )
+    return Path("domain_configs.db")
+
+
+def config_from_row(row: dict[str, Any]) -> DomainConfig:
+    return DomainConfig(
+        domain_id=row["domain_id"],
+        model_version=row["model_version"],
+        registered_model=row["registered_model"],
+        registry_version=int(row["registry_version"]),
+        model_uri=row["model_uri"],
+        serving_name=row["serving_name"],
+        metrics=json.loads(row["metrics"]),
+        version_number=int(row["version_number"]),
+        updated_at=to_datetime(row["updated_at"]),
+        previous_registry_version=row["previous_registry_version"],
+        training_run_id=row["training_run_id"],
+    )
+
+
+def promotion_from_row(row: dict[str, Any]) -> Promotion:
+    return Promotion(
+        id=int(row["id"]),
+        request_key=row["request_key"],
+        domain_id=row["domain_id"],
+        registry_version=int(row["registry_version"]),
+        kind=row["kind"],
+        state=row["state"],
+        actor=row["actor"],
+        reason=row["reason"],
+        metrics=json.loads(row["metrics"]),
+        targets=json.loads(row["targets"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=to_datetime(row["next_attempt_at"]),
+        created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
+        model_version=row["model_version"],
+        model_uri=row["model_uri"],
+        run_id=row["run_id"],
+        training_run_id=row["training_run_id"],
+        decision=json.loads(row["decision"]) if row["decision"] else None,
+        last_error=row["last_error"],
+    )
+
+
+def history_from_row(row: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        id=int(row["id"]),
+        domain_id=row["domain_id"],
+        action=row["action"],
+        registry_version=int(row["registry_version"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        created_at=to_datetime(row["created_at"]),
+        model_version=row["model_version"],
+        previous_registry_version=row["previous_registry_version"],
+        version_number=row["version_number"],
+        promotion_id=row["promotion_id"],
+        metrics=json.loads(row["metrics"]),
+    )
