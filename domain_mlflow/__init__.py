@@ -13,6 +13,9 @@ from domain_mlflow.gate import GateDecision, Thresholds, decide
 from domain_mlflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from dash_app.dashboard import DomainDashboard
+    from domain_mlflow.metrics.collector import DomainMetricsCollector
+    from domain_mlflow.metrics.telemetry import DomainClient
     from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.training.trainer import DomainTrainer
@@ -21,12 +24,18 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AutoDeploymentTrigger": "domain_mlflow.promotion.trigger",
+    "DomainClient": "domain_mlflow.metrics.telemetry",
+    "DomainDashboard": "dash_app.dashboard",
+    "DomainMetricsCollector": "domain_mlflow.metrics.collector",
     "DomainTrainer": "domain_mlflow.training.trainer",
     "TrainingConfig": "domain_mlflow.training.config",
 }
 
 __all__ = [
     "AutoDeploymentTrigger",
+    "DomainClient",
+    "DomainDashboard",
+    "DomainMetricsCollector",
     "DomainMlflowError",
     "DomainTrainer",
     "GateDecision",

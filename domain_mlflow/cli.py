@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from domain_mlflow.commands import EXIT_FAILURE, EXIT_USAGE
+from domain_mlflow.commands import metrics as metrics_commands
 from domain_mlflow.commands import promotion as promotion_commands
 from domain_mlflow.commands.train import add_train_arguments, run_train
 from domain_mlflow.exceptions import ConfigError, DataError, DomainMlflowError
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(train).set_defaults(handler=run_train)
     promotion_commands.register(commands)
+    metrics_commands.register(commands)
     return parser
 
 

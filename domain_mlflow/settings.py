@@ -98,6 +98,7 @@ class Settings:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8085
     mlflow_tracking_uri: str = DEFAULT_TRACKING_URI
+    mlflow_ui_url: str | None = None
     postgres_dsn: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
     localai_url: str | None = None
@@ -107,6 +108,10 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     poll_interval_seconds: float = 30.0
     auto_rollback: bool = False
+    alert_error_rate: float = 0.1
+    alert_latency_p95_ms: float = 1000.0
+    alert_min_requests: int = 10
+    monitor_window_seconds: float = 300.0
     alert_webhook_url: str | None = field(default=None, repr=False)
     champion_challenger: bool = False
     promotion_retry_base_seconds: float = 2.0
@@ -137,6 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dashboard_host=_raw(env, "DASHBOARD_HOST") or defaults.dashboard_host,
         dashboard_port=_integer(env, "DASHBOARD_PORT", 8085, 1, 65535),
         mlflow_tracking_uri=_raw(env, "MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+        mlflow_ui_url=_url(env, "MLFLOW_UI_URL", ("http", "https")),
         postgres_dsn=_url(env, "POSTGRES_DSN", ("postgres", "postgresql")),
         redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
         localai_url=_url(env, "LOCALAI_URL", ("http", "https")),
@@ -146,6 +152,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret=_raw(env, "WEBHOOK_SECRET"),
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 30.0, 0.1, 86400.0),
         auto_rollback=_bool(env, "AUTO_ROLLBACK", False),
+        alert_error_rate=_number(env, "ALERT_ERROR_RATE_THRESHOLD", 0.1, 0.0, 1.0),
+        alert_latency_p95_ms=_number(env, "ALERT_LATENCY_THRESHOLD_MS", 1000.0, 0.0),
+        alert_min_requests=_integer(env, "ALERT_MIN_REQUESTS", 10, 1, 1_000_000),
+        monitor_window_seconds=_number(env, "MONITOR_WINDOW_SECONDS", 300.0, 1.0, 86400.0),
         alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL", ("http", "https")),
         champion_challenger=_bool(env, "DEPLOY_CHAMPION_CHALLENGER", False),
         promotion_retry_base_seconds=_number(env, "PROMOTION_RETRY_BASE_SECONDS", 2.0, 0.01,

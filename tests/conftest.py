@@ -53,6 +53,8 @@ def isolated_mlflow(
     monkeypatch.chdir(tmp_path)
     while mlflow.active_run():
         mlflow.end_run()
+    # MLflow remembers the experiment last set in-process; a fresh store has only "0".
+    mlflow.tracking.fluent._active_experiment_id = None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri

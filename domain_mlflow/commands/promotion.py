@@ -10,7 +10,8 @@ from typing import Any
 from domain_mlflow.commands import EXIT_FAILURE, emit
 
 
-def _promoter(role: str) -> Any:
+def promoter_for(role: str) -> Any:
+    """A promoter configured from the environment, its actor naming the command."""
     from domain_mlflow.promotion.service import build_promoter
 
     return build_promoter(role=role)
@@ -33,7 +34,7 @@ def _outcome(result: dict[str, Any], as_json: bool) -> int:
 def run_promote(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import promote
 
-    result = promote(_promoter("cli-promote"), args.domain_id, args.version, force=args.force,
+    result = promote(promoter_for("cli-promote"), args.domain_id, args.version, force=args.force,
                      reason=args.reason or "")
     return _outcome(result, args.json)
 
@@ -41,7 +42,7 @@ def run_promote(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import rollback
 
-    result = rollback(_promoter("cli-rollback"), args.domain_id, args.to, args.reason or "")
+    result = rollback(promoter_for("cli-rollback"), args.domain_id, args.to, args.reason or "")
     return _outcome(result, args.json)
 
 
@@ -57,7 +58,7 @@ def _print_history(entries: list[dict[str, Any]]) -> None:
 def run_history(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import history
 
-    emit(history(_promoter("cli"), args.domain_id, args.limit), args.json, _print_history)
+    emit(history(promoter_for("cli"), args.domain_id, args.limit), args.json, _print_history)
     return 0
 
 
@@ -76,11 +77,11 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
 def run_status(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import status
 
-    emit(status(_promoter("cli"), args.domain_id), args.json, _print_status)
+    emit(status(promoter_for("cli"), args.domain_id), args.json, _print_status)
     return 0
 
 
-def _stop_on_signals() -> threading.Event:
+def stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -91,14 +92,14 @@ def run_poll(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.poller import Poller
     from domain_mlflow.settings import load_settings
 
-    poller = Poller(_promoter("poller"))
+    poller = Poller(promoter_for("poller"))
     if args.once:
         report = poller.poll_once().as_dict()
         emit(report, args.json, lambda r: print(", ".join(f"{k}={v}" for k, v in r.items())))
         return EXIT_FAILURE if report["errors"] else 0
     interval = args.interval or load_settings().poll_interval_seconds
     print(f"polling every {interval:g}s; Ctrl-C stops", flush=True)
-    poller.run(interval, _stop_on_signals())
+    poller.run(interval, stop_on_signals())
     return 0
 
 
@@ -118,11 +119,11 @@ def run_webhook(args: argparse.Namespace) -> int:
         emit({"webhook_id": webhook.webhook_id, "url": args.url}, args.json,
              lambda r: print(f"webhook {r['webhook_id']} sends registry events to {r['url']}"))
         return 0
-    receiver = WebhookReceiver(_promoter("webhook"), settings.webhook_secret or "")
+    receiver = WebhookReceiver(promoter_for("webhook"), settings.webhook_secret or "")
     server = receiver.serve(args.host, args.port)
     host, port = server.server_address[:2]
     print(f"receiving MLflow webhooks on http://{host}:{port}{PATH}; Ctrl-C stops", flush=True)
-    _stop_on_signals().wait()
+    stop_on_signals().wait()
     receiver.stop()
     return 0
 
@@ -130,7 +131,7 @@ def run_webhook(args: argparse.Namespace) -> int:
 def run_sync(args: argparse.Namespace) -> int:
     from domain_mlflow.exceptions import ConfigError
 
-    promoter = _promoter("cli-sync")
+    promoter = promoter_for("cli-sync")
     if promoter.redis is None:
         raise ConfigError("REDIS_URL is not set: there is no Redis to rebuild")
     configs = promoter.store.all_configs()

@@ -5,17 +5,9 @@ from __future__ import annotations
 from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.promotion.engine import Promoter, default_actor, env_failpoint
 from domain_mlflow.settings import Settings, load_settings
-from domain_mlflow.sinks.config_store import ConfigStore, default_sqlite_path
+from domain_mlflow.sinks.config_store import ConfigStore
 from domain_mlflow.sinks.localai import LocalAIClient, LocalAISink
 from domain_mlflow.sinks.redis_sink import RedisSink
-
-
-def open_config_store(settings: Settings, postgres_dsn: str | None = None) -> ConfigStore:
-    """Postgres when a DSN is configured, else the SQLite file beside the MLflow store."""
-    from mlflow.tracking import get_tracking_uri
-
-    path = settings.config_store_path or default_sqlite_path(get_tracking_uri())
-    return ConfigStore.open(postgres_dsn or settings.postgres_dsn, path)
 
 
 def build_promoter(
@@ -43,7 +35,7 @@ def build_promoter(
                                timeout=settings.localai_timeout_seconds)
         localai = LocalAISink(client, settings.localai_models_dir)
     return Promoter(
-        store=open_config_store(settings, postgres_dsn),
+        store=ConfigStore.from_settings(settings, postgres_dsn),
         client=MlflowClient(),
         settings=settings,
         redis=RedisSink(redis_url, settings.redis_key_prefix) if redis_url else None,

@@ -41,6 +41,14 @@ class ConfigStore:
         apply_migrations(store.database)
         return store
 
+    @classmethod
+    def from_settings(cls, settings: Any, postgres_dsn: str | None = None) -> ConfigStore:
+        """Postgres when a DSN is configured, else the SQLite file beside the MLflow store."""
+        from mlflow.tracking import get_tracking_uri
+
+        path = settings.config_store_path or default_sqlite_path(get_tracking_uri())
+        return cls.open(postgres_dsn or settings.postgres_dsn, path)
+
     def close(self) -> None:
         self.database.close()
 
@@ -63,6 +71,16 @@ class ConfigStore:
                 "LIMIT %s", (domain_id, limit),
             )
         return [history_from_row(row) for row in rows]
+
+    def last_actions(self) -> dict[str, HistoryEntry]:
+        """Each domain's newest promote, force_promote or rollback, in one query."""
+        with self.database.transaction() as tx:
+            rows = tx.execute(
+                "SELECT h.* FROM domain_config_history h JOIN (SELECT domain_id, MAX(id) AS id "
+                "FROM domain_config_history WHERE action <> 'reject' GROUP BY domain_id) m "
+                "ON h.id = m.id"
+            )
+        return {row["domain_id"]: history_from_row(row) for row in rows}
 
     # --- promotions ---------------------------------------------------------------
 

@@ -62,6 +62,11 @@ class RedisSink:
 
         self._call(f"write of {self.key(domain_id)}", write)
 
+    def publish_alert(self, alert: dict[str, Any]) -> None:
+        """PUBLISH an alert on ``{prefix}:alerts``."""
+        message = json.dumps(alert, sort_keys=True, default=str)
+        self._call("alert publish", lambda c: c.publish(f"{self.prefix}:alerts", message))
+
     def get(self, domain_id: str) -> dict[str, Any] | None:
         raw = self._call(f"read of {self.key(domain_id)}", lambda c: c.get(self.key(domain_id)))
         return json.loads(raw) if raw else None

@@ -1,0 +1,48 @@
+"""A domain's card on the overview: production version, newest figures, trends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dash_app.components.formatting import (
+    format_metric,
+    last_action_label,
+    production_label,
+)
+from dash_app.components.trend import trend_arrow
+from domain_mlflow.metrics.trends import PERFORMANCE_METRICS
+
+
+def metric_line(metric: str, value: Any, direction: str | None) -> html.Div:
+    """``accuracy 0.912 ↑``: name, formatted value and trend arrow."""
+    return html.Div([
+        html.Span(metric, className="metric-name"), " ",
+        html.Span(format_metric(metric, value), className="metric-value"), " ",
+        trend_arrow(metric, direction),
+    ], className="metric-line")
+
+
+def domain_card(summary: dict[str, Any]) -> html.Div:
+    """The card of one ``domain_summary``; ``data-domain`` names the domain."""
+    domain_id = summary["domain_id"]
+    newest = summary.get("newest") or {}
+    trends = summary.get("trends") or {}
+    production = summary.get("production")
+    return html.Div([
+        html.Div([
+            html.H3(domain_id, className="card-title"),
+            dcc.Link("details →", href=f"/domain/{domain_id}", className="card-link"),
+        ], className="card-header"),
+        html.Div(["production ", html.Strong(production_label(production))],
+                 className="card-production" + ("" if production else " muted")),
+        html.Div([metric_line(m, newest.get(m), trends.get(m)) for m in PERFORMANCE_METRICS],
+                 className="card-metrics"),
+        html.Div(f"runs {summary.get('runs', 0)} · requests "
+                 f"{format_metric('requests', summary.get('requests'))} · error rate "
+                 f"{format_metric('error_rate', summary.get('error_rate'))}",
+                 className="card-usage muted"),
+        html.Div(f"last promotion: {last_action_label(production)}",
+                 className="card-last-action muted"),
+    ], className="domain-card", **{"data-domain": domain_id})

@@ -1,0 +1,63 @@
+"""How figures and times read on the page; a missing or non-finite value is "—"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from domain_mlflow.metrics.trends import finite
+
+MISSING = "—"
+_FORMATS = {
+    "accuracy": "{:.3f}",
+    "latency_ms": "{:.1f} ms",
+    "training_loss": "{:.3f}",
+    "validation_loss": "{:.3f}",
+    "requests": "{:,.0f}",
+    "error_rate": "{:.1%}",
+}
+
+
+def format_metric(metric: str, value: Any) -> str:
+    """``value`` as the metric is usually written (accuracy ``0.912``), or "—"."""
+    number = finite(value)
+    if number is None:
+        return MISSING
+    return _FORMATS.get(metric, "{:.3g}").format(number)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO timestamp as a naive UTC datetime (what Plotly draws correctly), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def format_time(value: Any) -> str:
+    """An ISO timestamp as ``2026-01-31 12:05 UTC``, or "—"."""
+    moment = parse_time(value)
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else MISSING
+
+
+def production_label(production: dict[str, Any] | None) -> str:
+    """The model version serving the domain, or "not in production"."""
+    if not production:
+        return "not in production"
+    if production.get("model_version"):
+        return str(production["model_version"])
+    return f"registry v{production.get('registry_version')}"
+
+
+def last_action_label(production: dict[str, Any] | None) -> str:
+    """The newest promotion or rollback, in one line, or "—"."""
+    action = (production or {}).get("last_action")
+    if not action:
+        return MISSING
+    return (f"{action.get('action')} v{action.get('registry_version')} · "
+            f"{format_time(action.get('created_at'))} · {action.get('actor') or MISSING}")

@@ -1,0 +1,74 @@
+"""A domain ("/domain/<domain_id>"): metric chart, versions, promotions and runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html
+
+from dash_app.components import history_table, metric_chart, runs_table, versions_table
+from dash_app.components.formatting import last_action_label, production_label
+from dash_app.state import get_collector, is_known_domain
+from domain_mlflow.exceptions import InvalidDomainIdError
+
+_HIDDEN = {"display": "none"}
+
+
+def _title(domain_id: str | None = None, **_query: str) -> str:
+    return f"{domain_id or 'domain'} · domain models"
+
+
+dash.register_page(__name__, path_template="/domain/<domain_id>", name="Domain", title=_title,
+                   order=3)
+
+
+def layout(domain_id: str | None = None, **_query: str) -> html.Div:
+    return html.Div([
+        dcc.Store(id="domain-page-id", data=domain_id),
+        html.H1(domain_id or "Domain", id="domain-title"),
+        html.Div("Loading…", id="domain-status", className="muted"),
+        html.Div(dcc.Graph(id="metric-chart", config={"displaylogo": False},
+                           responsive=True, style={"height": "560px"}),
+                 id="domain-chart-wrap", style=_HIDDEN),
+        html.Div(id="domain-tables"),
+    ])
+
+
+def _missing(message: str) -> tuple[Any, ...]:
+    return html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, []
+
+
+@callback(Output("domain-status", "children"), Output("metric-chart", "figure"),
+          Output("domain-chart-wrap", "style"), Output("domain-tables", "children"),
+          Input("refresh-interval", "n_intervals"), State("domain-page-id", "data"))
+def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
+    collector = get_collector()
+    try:
+        if not domain_id or not is_known_domain(collector, domain_id):
+            return _missing(f"unknown domain {domain_id!r}: no runs, registered model or "
+                            "config. Pick one on the overview.")
+    except InvalidDomainIdError as error:
+        return _missing(f"unknown domain: {error}")
+    metrics = collector.collect_domain_metrics(domain_id)
+    history = collector.domain_history(domain_id)
+    figure = metric_chart(metrics["runs"], collector.thresholds(domain_id), history,
+                          uirevision=domain_id)
+    production = metrics["production"]
+    status = html.Div([
+        html.Span(["production ", html.Strong(production_label(production))]),
+        html.Span(f"last promotion: {last_action_label(production)}"),
+        html.Span(f"{len(metrics['runs'])} runs in the last {metrics['time_window_days']} days"),
+        html.A("MLflow UI", href=collector.ui_url(), target="_blank", rel="noopener"),
+    ], className="domain-facts")
+    tables = [
+        html.H2("Versions"),
+        versions_table(metrics["versions"]) if metrics["versions"] else
+        html.P("No registered versions.", className="muted"),
+        html.H2("Promotions and rollbacks"),
+        history_table(history) if history else html.P("No promotions yet.", className="muted"),
+        html.H2("Runs"),
+        runs_table(metrics["runs"]) if metrics["runs"] else
+        html.P("No runs in the time window.", className="muted"),
+    ]
+    return status, figure, {}, tables

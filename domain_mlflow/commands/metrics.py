@@ -1,0 +1,101 @@
+"""Metrics subcommands: metrics, export, dashboard, monitor."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from domain_mlflow.commands import emit
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    production = metrics["production"] or {}
+    print(f"{metrics['domain_id']}: {len(metrics['runs'])} runs in {metrics['time_window_days']} "
+          f"days; production {production.get('model_version') or 'none'}")
+    for name, figures in metrics["performance"].items():
+        direction = metrics["trends"].get(name, {}).get("direction", "")
+        print(f"  {name:16s} newest {_number(figures['newest']):>8s}  mean "
+              f"{_number(figures['mean']):>8s}  best {_number(figures['best']):>8s}  {direction}")
+    usage, quality = metrics["usage"], metrics["quality"]
+    print(f"  requests {usage['requests']} ({usage['requests_per_day']}/day), error rate "
+          f"{_number(quality['error_rate'], 3)}")
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    from domain_mlflow.metrics.collector import DomainMetricsCollector
+    from domain_mlflow.naming import validate_domain_id
+
+    collector = DomainMetricsCollector()
+    metrics = collector.collect_domain_metrics(validate_domain_id(args.domain_id), args.days)
+    emit(metrics, args.json, _print_metrics)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from domain_mlflow.metrics.collector import DomainMetricsCollector
+    from domain_mlflow.naming import validate_domain_id
+
+    ids = [validate_domain_id(d) for d in args.domain_id] if args.domain_id else None
+    data = DomainMetricsCollector().export_metrics_dashboard(args.path, ids)
+    emit({"path": args.path, "domains": sorted(data["domains"])}, args.json,
+         lambda r: print(f"wrote {len(r['domains'])} domains to {r['path']}"))
+    return 0
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    from dash_app.dashboard import DomainDashboard
+
+    DomainDashboard(port=args.port, host=args.host).serve()
+    return 0
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    from domain_mlflow.commands.promotion import promoter_for, stop_on_signals
+    from domain_mlflow.promotion.monitor import Monitor
+
+    monitor = Monitor(promoter_for("monitor"))
+    if args.once:
+        alerts = monitor.check_once()
+        emit(alerts, args.json, lambda found: print(
+            "\n".join(f"{a['domain_id']}: {a['kind']} {a['value']:.4g} > {a['threshold']:.4g} "
+                      f"({a['action']})" for a in found) or "no alert"))
+        return 0
+    print(f"watching production every {args.interval:g}s; Ctrl-C stops", flush=True)
+    monitor.run(args.interval, stop_on_signals())
+    return 0
+
+
+def register(commands: Any) -> None:
+    metrics = commands.add_parser("metrics", help="a domain's performance, usage and trends",
+                                  description="A domain's performance, usage and trends.")
+    metrics.add_argument("domain_id", metavar="DOMAIN")
+    metrics.add_argument("--days", type=int, help="time window (default "
+                                                  "$METRICS_TIME_WINDOW_DAYS or 30)")
+    metrics.add_argument("--json", action="store_true", help="print JSON")
+    metrics.set_defaults(handler=run_metrics)
+
+    export = commands.add_parser("export", help="write the dashboard's data to a JSON file",
+                                 description="Write the dashboard's data to a JSON file.")
+    export.add_argument("path", metavar="PATH")
+    export.add_argument("--domain-id", action="append", help="only these (repeatable)")
+    export.add_argument("--json", action="store_true", help="print JSON")
+    export.set_defaults(handler=run_export)
+
+    dashboard = commands.add_parser("dashboard", help="serve the Dash dashboard and its REST API",
+                                    description="Serve the Dash dashboard and its REST API.")
+    dashboard.add_argument("--host", help="default $DASHBOARD_HOST or 127.0.0.1")
+    dashboard.add_argument("--port", type=int, help="default $DASHBOARD_PORT or 8085")
+    dashboard.set_defaults(handler=run_dashboard)
+
+    monitor = commands.add_parser("monitor", help="alert on production's live errors and "
+                                                  "latency; roll back with AUTO_ROLLBACK=true",
+                                  description="Alert on production's live error rate and "
+                                              "latency.")
+    monitor.add_argument("--once", action="store_true", help="one check, then exit")
+    monitor.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
+    monitor.add_argument("--json", action="store_true", help="print JSON")
+    monitor.set_defaults(handler=run_monitor)

@@ -1,0 +1,1 @@
+"""Metrics: the collector over the MLflow tracking store, and serving telemetry."""

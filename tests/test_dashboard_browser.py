@@ -1,0 +1,173 @@
+"""The dashboard in headless Chromium: cards, a domain's chart, rankings and comparison.
+
+Screenshots go to ``tests/output/`` (git-ignored; CI keeps them as artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from werkzeug.serving import make_server
+
+from dash_app.app import create_app
+from domain_mlflow.metrics.collector import DomainMetricsCollector
+from tests.promotion_helpers import make_promoter, register_domain_version
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+OUTPUT = Path(__file__).parent / "output"
+WAIT_SECONDS = 30
+# Each domain's runs, oldest first; the newest accuracy is the one its card must show.
+DOMAINS = {
+    "sql-agent": [0.85, 0.88, 0.912],
+    "support.bot": [0.8, 0.74, 0.701],
+    "legal_qa-2": [0.63, 0.64, 0.633],
+    "med-notes": [0.905],
+    "code-review": [0.52, 0.577],
+    "travel-faq": [0.77, 0.79, 0.845],
+}
+PROMOTED = "sql-agent"
+
+
+def _browser_binaries() -> None:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        message = f"headless browser tests need {' and '.join(missing)}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    _browser_binaries()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--window-size=1400,1000",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def seed_domains() -> None:
+    """Runs for every domain of DOMAINS, and one promoted version of PROMOTED."""
+    mlflow.set_experiment("dashboard-a")
+    version = register_domain_version(PROMOTED)
+    promoter = make_promoter()
+    promoter.request(PROMOTED, int(version.version))
+    promoter.process_domain(PROMOTED)
+    for index, (domain_id, accuracies) in enumerate(DOMAINS.items()):
+        mlflow.set_experiment("dashboard-a" if index % 2 else "dashboard-b")
+        for step, accuracy in enumerate(accuracies):
+            with mlflow.start_run():
+                mlflow.set_tag("domain_id", domain_id)
+                mlflow.log_metrics({"accuracy": accuracy, "latency_ms": 30.0 + 5 * step,
+                                    "training_loss": 0.5 - 0.05 * step,
+                                    "validation_loss": 0.55 - 0.04 * step})
+            time.sleep(0.005)  # distinct start times: "newest" must be unambiguous
+
+
+@pytest.fixture
+def dashboard_url() -> Iterator[str]:
+    """The dashboard on a free loopback port, over this test's own MLflow store."""
+    seed_domains()
+    app = create_app(DomainMetricsCollector(cache_seconds=0))
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def wait_for(driver, selector: str, count: int = 1) -> list:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_SECONDS).until(
+        lambda d: (found := d.find_elements(By.CSS_SELECTOR, selector)) and
+        len(found) >= count and found)
+
+
+def screenshot(driver, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(OUTPUT / name))
+
+
+def test_overview_shows_a_card_per_domain_with_its_newest_accuracy(browser, dashboard_url):
+    browser.get(dashboard_url + "/")
+    cards = wait_for(browser, ".domain-card", count=len(DOMAINS))
+    texts = {card.get_attribute("data-domain"): card.text for card in cards}
+    assert sorted(texts) == sorted(DOMAINS)
+    for domain_id, accuracies in DOMAINS.items():
+        assert domain_id in texts[domain_id]
+        assert f"accuracy {accuracies[-1]:.3f}" in texts[domain_id]
+    promoted = texts[PROMOTED]
+    assert "not in production" not in promoted
+    assert f"{PROMOTED}-v" in promoted and "last promotion: promote v1" in promoted
+    assert "not in production" in texts["med-notes"]
+    arrows = browser.find_elements(
+        "css selector", f'.domain-card[data-domain="{PROMOTED}"] .trend-improving')
+    assert arrows, "sql-agent's accuracy rose: its arrow must say improving"
+    link = browser.find_element("css selector",
+                                f'.domain-card[data-domain="{PROMOTED}"] a.card-link')
+    assert link.get_attribute("href").endswith(f"/domain/{PROMOTED}")
+    screenshot(browser, "dashboard-overview.png")
+
+    # A new run shows up on the next refresh tick (the button forces one now).
+    with mlflow.start_run():
+        mlflow.set_tag("domain_id", "med-notes")
+        mlflow.log_metrics({"accuracy": 0.987})
+    browser.find_element("css selector", "#refresh-button").click()
+    card = '.domain-card[data-domain="med-notes"]'
+    assert wait_for(browser, f"{card} .trend-improving")
+    assert "accuracy 0.987" in browser.find_element("css selector", card).text
+
+
+def test_domain_page_draws_its_chart_versions_and_run_links(browser, dashboard_url):
+    browser.get(f"{dashboard_url}/domain/{PROMOTED}")
+    traces = wait_for(browser, "#metric-chart .js-plotly-plot .scatterlayer .trace path.js-line")
+    assert traces
+    assert browser.find_elements("css selector", "#metric-chart .main-svg")
+    versions = wait_for(browser, "#versions-table td")
+    assert any(cell.text == "yes" for cell in versions)
+    run_links = wait_for(browser, "a.run-link", count=len(DOMAINS[PROMOTED]))
+    assert all("/#/experiments/" in link.get_attribute("href") for link in run_links)
+    assert "promote" in browser.find_element("css selector", ".history-table").text
+    time.sleep(0.5)  # let Plotly finish its transitions before the picture
+    screenshot(browser, "dashboard-domain.png")
+
+    browser.get(f"{dashboard_url}/domain/no-such-domain")
+    message = wait_for(browser, ".unknown-domain")[0]
+    assert "unknown domain 'no-such-domain'" in message.text
+
+
+def test_rankings_sort_and_compare_draws_bars(browser, dashboard_url):
+    browser.get(dashboard_url + "/rankings")
+    rows = wait_for(browser, "#rankings-table tbody tr", count=len(DOMAINS) + 1)
+    first = rows[1].text  # row 0 holds the headers
+    assert "sql-agent" in first and "0.912" in first
+    screenshot(browser, "dashboard-rankings.png")
+
+    browser.get(dashboard_url + "/compare")
+    bars = wait_for(browser, "#compare-accuracy .barlayer .point path", count=5)
+    assert len(bars) == 5  # the first five domains are chosen by default
+    screenshot(browser, "dashboard-compare.png")
