@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dash_app.dashboard import DomainDashboard
     from domain_mlflow.metrics.collector import DomainMetricsCollector
     from domain_mlflow.metrics.telemetry import DomainClient
+    from domain_mlflow.pipeline import TrainingPipeline
     from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.training.trainer import DomainTrainer
@@ -29,6 +30,7 @@ _LAZY = {
     "DomainMetricsCollector": "domain_mlflow.metrics.collector",
     "DomainTrainer": "domain_mlflow.training.trainer",
     "TrainingConfig": "domain_mlflow.training.config",
+    "TrainingPipeline": "domain_mlflow.pipeline",
 }
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Settings",
     "Thresholds",
     "TrainingConfig",
+    "TrainingPipeline",
     "decide",
     "load_settings",
 ]

@@ -8,18 +8,31 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from domain_mlflow.commands import EXIT_FAILURE, EXIT_USAGE
 from domain_mlflow.commands import metrics as metrics_commands
+from domain_mlflow.commands import pipeline as pipeline_commands
 from domain_mlflow.commands import promotion as promotion_commands
 from domain_mlflow.commands.train import add_train_arguments, run_train
 from domain_mlflow.exceptions import ConfigError, DataError, DomainMlflowError
 
-__all__ = ["add_train_arguments", "build_parser", "main", "run_command", "run_train"]
+__all__ = ["COMMANDS", "add_train_arguments", "build_parser", "main", "run_command", "run_train"]
+
+
+COMMANDS = ("train", "pipeline", "demo", "poll", "webhook", "promote", "rollback", "history",
+            "status", "sync", "metrics", "export", "dashboard", "monitor")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="domain-mlflow",
         description="Train, gate and register one model per domain with MLflow.",
     )
@@ -30,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a domain model, evaluate it, gate it and register a version.",
     )
     add_train_arguments(train).set_defaults(handler=run_train)
+    pipeline_commands.register(commands)
     promotion_commands.register(commands)
     metrics_commands.register(commands)
     return parser

@@ -121,6 +121,8 @@ class Settings:
     cache_dir: str = field(default_factory=lambda: str(Path.home() / ".cache" / "domain-mlflow"))
     checkpoint_dir: str = "./checkpoints"
     model_output_dir: str = "./models/domain_models"
+    training_max_steps: int = 400
+    pipeline_data_dir: str = "./training_data"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -167,4 +169,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_dir=_raw(env, "DOMAIN_MLFLOW_CACHE_DIR") or defaults.cache_dir,
         checkpoint_dir=_raw(env, "CHECKPOINT_DIR") or defaults.checkpoint_dir,
         model_output_dir=_raw(env, "MODEL_OUTPUT_DIR") or defaults.model_output_dir,
+        training_max_steps=_integer(env, "TRAINING_MAX_STEPS", defaults.training_max_steps, 1,
+                                    10_000_000),
+        pipeline_data_dir=_raw(env, "PIPELINE_DATA_DIR") or defaults.pipeline_data_dir,
     )

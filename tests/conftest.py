@@ -15,7 +15,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, LOCALAI_TEST_KEY
 
 # Variables a developer's shell may carry that would leak into the tests.
 _ISOLATED_VARIABLES = (
@@ -130,3 +130,17 @@ def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture
+def localai(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The LocalAI double on a free port, its models folder and key in the environment."""
+    from tests.localai_double import LocalAIDouble
+
+    models = tmp_path / "localai-models"
+    models.mkdir()
+    with LocalAIDouble(models, api_keys=[LOCALAI_TEST_KEY]) as double:
+        monkeypatch.setenv("LOCALAI_URL", double.url)
+        monkeypatch.setenv("LOCALAI_API_KEY", LOCALAI_TEST_KEY)
+        monkeypatch.setenv("LOCALAI_MODELS_DIR", str(models))
+        yield double

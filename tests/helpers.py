@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -12,3 +15,23 @@ EXAMPLES = REPO_ROOT / "examples" / "data"
 def write_jsonl(path: Path, records: list[object]) -> Path:
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     return path
+
+
+LOCALAI_TEST_KEY = "localai-test-key"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``domain-mlflow ARGS`` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "domain_mlflow.cli", *args],
+                          env=env or dict(os.environ), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    """A user mistake: exit ``code``, one line on stderr naming it, no traceback."""
+    assert done.returncode == code, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("domain-mlflow") and "error: " in lines[0], lines[0]
+    assert text in lines[0]

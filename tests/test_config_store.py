@@ -139,6 +139,35 @@ def test_a_named_lock_is_exclusive(store):
         assert got is True
 
 
+def test_stores_in_two_schemas_of_one_database_lock_independently(postgres_dsn, tmp_path):
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import TEST_POSTGRES_DSN
+
+    other_schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {other_schema}")
+    separator = "&" if "?" in TEST_POSTGRES_DSN else "?"
+    other_dsn = f"{TEST_POSTGRES_DSN}{separator}options=-csearch_path%3D{other_schema}"
+    first = ConfigStore.open(postgres_dsn, tmp_path / "unused.db")
+    second = ConfigStore.open(other_dsn, tmp_path / "unused.db")
+    same = ConfigStore.open(postgres_dsn, tmp_path / "unused.db")
+    try:
+        with first.database.lock("poller", blocking=False) as got:
+            assert got is True
+            with second.database.lock("poller", blocking=False) as other:
+                assert other is True
+            with same.database.lock("poller", blocking=False) as again:
+                assert again is False
+    finally:
+        for store in (first, second, same):
+            store.close()
+        with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {other_schema} CASCADE")
+
+
 def test_an_unreachable_postgres_is_a_clear_error_without_the_password():
     database = PostgresDatabase("postgresql://u:pw-secret@127.0.0.1:1/db", connect_timeout=1)
     with pytest.raises(ConfigStoreError) as caught, database.transaction():

@@ -59,6 +59,15 @@ def test_mlproject_poll_parameters_are_typed():
                                                                    "once": "string"}
 
 
+def test_mlproject_pipeline_parameters_are_typed():
+    params = load_project(str(REPO_ROOT)).get_entry_point("pipeline").parameters
+    assert {name: param.type for name, param in params.items()} == {
+        "project_id": "string", "tables": "string", "privacy_level": "string",
+        "domain_filtering": "string", "train": "string", "max_steps": "int",
+        "min_records": "int"}
+    assert params["train"].default == "auto"
+
+
 def test_the_example_files_are_what_the_generator_writes(tmp_path):
     subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "generate_data.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True)

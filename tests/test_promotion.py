@@ -15,22 +15,11 @@ from domain_mlflow.promotion import manual
 from domain_mlflow.promotion.poller import Poller
 from domain_mlflow.sinks.localai import LocalAIClient
 from domain_mlflow.sinks.redis_sink import RedisSink
-from tests.localai_double import LocalAIDouble
+from tests.helpers import LOCALAI_TEST_KEY
 from tests.promotion_helpers import FAILING, PASSING, make_promoter, register_domain_version
 
 DOMAIN = "0x5678-SQLAgent"
-API_KEY = "localai-test-key"
-
-
-@pytest.fixture
-def localai(tmp_path, monkeypatch):
-    models = tmp_path / "localai-models"
-    models.mkdir()
-    with LocalAIDouble(models, api_keys=[API_KEY]) as double:
-        monkeypatch.setenv("LOCALAI_URL", double.url)
-        monkeypatch.setenv("LOCALAI_API_KEY", API_KEY)
-        monkeypatch.setenv("LOCALAI_MODELS_DIR", str(models))
-        yield double
+API_KEY = LOCALAI_TEST_KEY
 
 
 @pytest.fixture

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.sinks.redis_sink import RedisSink
+from tests.helpers import assert_one_line_error, run_cli
 from tests.promotion_helpers import FAILING, PASSING, make_promoter, register_domain_version
 
 DOMAIN = "cli-domain"
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "domain_mlflow.cli", *args],
-                          env=env or dict(os.environ), capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-def _one_line_error(done: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert done.returncode == code, (done.stdout, done.stderr)
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("domain-mlflow: error: ")
-    assert text in done.stderr
 
 
 @pytest.fixture
@@ -37,31 +23,31 @@ def redis_env(redis_url, monkeypatch):
 
 def test_promote_status_and_history_as_json(redis_env):
     first = register_domain_version(DOMAIN, PASSING)
-    done = _cli("promote", DOMAIN, "--version", str(first.version), "--json")
+    done = run_cli("promote", DOMAIN, "--version", str(first.version), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deployed"] is True
 
-    again = _cli("promote", DOMAIN, "--version", str(first.version), "--json")
+    again = run_cli("promote", DOMAIN, "--version", str(first.version), "--json")
     assert json.loads(again.stdout)["changed"] is False
 
-    [row] = json.loads(_cli("status", DOMAIN, "--json").stdout)
+    [row] = json.loads(run_cli("status", DOMAIN, "--json").stdout)
     assert (row["registry_version"], row["registry_production"]) == (1, 1)
     assert row["redis_model_version"] == first.tags["model_version"]
-    [entry] = json.loads(_cli("history", DOMAIN, "--json").stdout)
+    [entry] = json.loads(run_cli("history", DOMAIN, "--json").stdout)
     assert (entry["action"], entry["registry_version"]) == ("promote", 1)
 
 
 def test_a_manual_promotion_the_gate_refuses_exits_1_and_force_needs_a_reason(redis_env):
     bad = register_domain_version(DOMAIN, FAILING)
-    refused = _cli("promote", DOMAIN, "--version", str(bad.version))
+    refused = run_cli("promote", DOMAIN, "--version", str(bad.version))
     assert refused.returncode == 1
     assert "accuracy 0.15 < minimum 0.85" in refused.stdout
-    _one_line_error(_cli("promote", DOMAIN, "--version", str(bad.version), "--force"), 1,
+    assert_one_line_error(run_cli("promote", DOMAIN, "--version", str(bad.version), "--force"), 1,
                     "--force needs --reason")
-    forced = _cli("promote", DOMAIN, "--version", str(bad.version), "--force", "--reason",
+    forced = run_cli("promote", DOMAIN, "--version", str(bad.version), "--force", "--reason",
                   "hotfix approved by on-call", "--json")
     assert forced.returncode == 0, forced.stderr
-    entry = json.loads(_cli("history", DOMAIN, "--json").stdout)[0]
+    entry = json.loads(run_cli("history", DOMAIN, "--json").stdout)[0]
     assert (entry["action"], entry["reason"]) == ("force_promote", "hotfix approved by on-call")
 
 
@@ -79,26 +65,26 @@ def test_a_manual_promotion_the_gate_refuses_exits_1_and_force_needs_a_reason(re
 )
 def test_bad_requests_are_one_line_and_change_nothing(redis_env, args, code, text):
     register_domain_version(DOMAIN, PASSING)
-    _one_line_error(_cli(*args), code, text)
+    assert_one_line_error(run_cli(*args), code, text)
     assert make_promoter().store.get_config(DOMAIN) is None
     assert "production" not in MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases
 
 
 def test_a_bad_environment_value_is_named_at_start_up():
     env = {**os.environ, "POLL_INTERVAL_SECONDS": "often"}
-    _one_line_error(_cli("poll", "--once", env=env), 2, "POLL_INTERVAL_SECONDS='often'")
+    assert_one_line_error(run_cli("poll", "--once", env=env), 2, "POLL_INTERVAL_SECONDS='often'")
 
 
 def test_the_poller_repairs_a_missing_redis_key_and_sync_rebuilds_them(redis_env):
     version = register_domain_version(DOMAIN, PASSING)
-    assert _cli("poll", "--once").returncode == 0
+    assert run_cli("poll", "--once").returncode == 0
     sink = RedisSink(redis_env, os.environ["REDIS_KEY_PREFIX"])
     sink.delete(DOMAIN)
-    report = json.loads(_cli("poll", "--once", "--json").stdout)
+    report = json.loads(run_cli("poll", "--once", "--json").stdout)
     assert report["repaired"] == [f"{DOMAIN}: redis key"]
     assert sink.get(DOMAIN)["model_version"] == version.tags["model_version"]
     sink.delete(DOMAIN)
-    rebuilt = _cli("sync", "--rebuild-redis", "--json")
+    rebuilt = run_cli("sync", "--rebuild-redis", "--json")
     assert json.loads(rebuilt.stdout) == {"rebuilt": 1}
     assert sink.get(DOMAIN)["model_version"] == version.tags["model_version"]
 
@@ -114,7 +100,7 @@ def test_secrets_stay_out_of_logs_and_mlflow(redis_env, postgres_dsn, tmp_path):
                "LOCALAI_API_KEY": "api-key-s3cret", "LOCALAI_MODELS_DIR": str(models),
                "WEBHOOK_SECRET": "hook-s3cret"}
         version = register_domain_version(DOMAIN, PASSING)
-        done = _cli("-v", "promote", DOMAIN, "--version", str(version.version), "--json",
+        done = run_cli("-v", "promote", DOMAIN, "--version", str(version.version), "--json",
                     env=env)
         assert done.returncode == 0, done.stderr
         assert localai.config(DOMAIN)["alias"] == version.tags["model_version"]

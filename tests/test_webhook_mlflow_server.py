@@ -44,6 +44,14 @@ def test_a_version_created_on_the_server_is_promoted_by_its_webhook(server_url, 
             timeout=120, check=False)
         assert registered.returncode == 0, registered.stderr
         webhook_id = json.loads(registered.stdout)["webhook_id"]
+        # Registering again (each deploy does) updates that webhook; none is added.
+        again = subprocess.run(
+            [sys.executable, "-m", "domain_mlflow.cli", "webhook", "register", "--url",
+             receiver_url, "--json"], env=dict(os.environ), capture_output=True, text=True,
+            timeout=120, check=False)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["webhook_id"] == webhook_id
+        assert [w.webhook_id for w in MlflowClient().list_webhooks()] == [webhook_id]
 
         tested = MlflowClient().test_webhook(webhook_id)
         assert tested.success, tested

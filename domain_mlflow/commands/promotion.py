@@ -113,6 +113,8 @@ def run_webhook(args: argparse.Namespace) -> int:
     if args.action == "register":
         from domain_mlflow.exceptions import ConfigError
 
+        if not args.url:
+            raise ConfigError("webhook register needs --url: where MLflow should send events")
         if not settings.webhook_secret:
             raise ConfigError("WEBHOOK_SECRET must be set: MLflow signs deliveries with it")
         webhook = register_webhook(MlflowClient(), args.url, settings.webhook_secret, args.name)

@@ -25,7 +25,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--base-model", "--base_model", dest="base_model", default="tiny",
                         help="'tiny' (built in), a local model folder, or a hub id")
     parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int,
-                        default=DEFAULT_MAX_STEPS, help="optimiser steps (default %(default)s)")
+                        default=None, help="optimiser steps (default $TRAINING_MAX_STEPS or "
+                                           f"{DEFAULT_MAX_STEPS})")
     parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
                         default=DEFAULT_LEARNING_RATE,
                         help="peak learning rate (default %(default)s)")
@@ -62,12 +63,15 @@ def run_train(args: argparse.Namespace) -> int:
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.training.trainer import DomainTrainer
 
+    trainer = DomainTrainer(checkpoint_dir=args.checkpoint_dir,
+                            model_output_dir=args.model_output_dir)
     config = TrainingConfig(
         domain_id=args.domain_id,
         data=args.data,
         fine_tune=args.fine_tune,
         base_model=args.base_model,
-        max_steps=args.max_steps,
+        max_steps=(trainer.settings.training_max_steps if args.max_steps is None
+                   else args.max_steps),
         learning_rate=args.learning_rate,
         lora_r=args.lora_r,
         batch_size=args.batch_size,
@@ -78,8 +82,6 @@ def run_train(args: argparse.Namespace) -> int:
         normalizer=args.normalizer,
         experiment_name=args.experiment_name,
     )
-    trainer = DomainTrainer(checkpoint_dir=args.checkpoint_dir,
-                            model_output_dir=args.model_output_dir)
     results = trainer.train(config)
     emit(results, args.json, _print_training_summary)
     return 0

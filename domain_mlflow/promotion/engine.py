@@ -38,7 +38,7 @@ from domain_mlflow.registry import (
 )
 from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.config_store import ConfigStore, DomainConfig, Promotion
-from domain_mlflow.sinks.localai import LocalAISink
+from domain_mlflow.sinks.localai import LocalAISink, merged_model_fetcher
 from domain_mlflow.sinks.redis_sink import RedisSink
 
 _log = logging.getLogger(__name__)
@@ -318,15 +318,10 @@ def serving_name(domain_id: str) -> str:
 def sync_localai(sink: LocalAISink, client: Any, config: DomainConfig, run_id: str | None,
                  replaced_model_version: str | None) -> None:
     """Export the version's merged model if needed and point the serving name at it."""
-    import mlflow
-
     def fetch(tmp: Path) -> Path:
         if not run_id:
             raise PromotionError(f"version {config.registry_version} has no run to export from")
-        return Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="merged_model", dst_path=str(tmp),
-            tracking_uri=client.tracking_uri,
-        ))
+        return merged_model_fetcher(run_id, client.tracking_uri)(tmp)
 
     sink.export(config.domain_id, config.model_version, fetch)
     sink.switch(config.serving_name, config.domain_id, config.model_version,

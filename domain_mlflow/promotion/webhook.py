@@ -198,6 +198,19 @@ class WebhookReceiver:
 
 
 def register_webhook(client: Any, url: str, secret: str, name: str = "domain-mlflow") -> Any:
-    """Create the MLflow webhook that sends our three events to ``url``."""
+    """Create the MLflow webhook that sends our events to ``url``; an existing webhook of
+    that name is updated instead, so registering again (every deploy) adds none."""
+    description = "domain-mlflow promotion receiver"
+    page_token = None
+    while True:
+        page = client.list_webhooks(page_token=page_token)
+        for webhook in page:
+            if webhook.name == name:
+                return client.update_webhook(webhook.webhook_id, url=url, events=list(EVENTS),
+                                             secret=secret, description=description,
+                                             status="ACTIVE")
+        page_token = page.token
+        if not page_token:
+            break
     return client.create_webhook(name=name, url=url, events=list(EVENTS), secret=secret,
-                                 description="domain-mlflow promotion receiver")
+                                 description=description)

@@ -225,10 +225,13 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def lock(self, name: str, blocking: bool = True, timeout: float = 60.0) -> Iterator[bool]:
-        key = _lock_key(name)
         with self._connection() as connection:
             connection.autocommit = True
             try:
+                # Advisory locks are per database; config stores in different schemas of
+                # one database (separate deployments, parallel test runs) must not share.
+                [(schema,)] = connection.execute("SELECT current_schema()").fetchall()
+                key = _lock_key(f"{schema}/{name}")
                 acquired = self._advisory(connection, key, blocking, timeout)
                 try:
                     yield acquired

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from domain_mlflow.exceptions import SinkError
 
 _COMPLETE_MARKER = ".export-complete"
+MERGED_MODEL_ARTIFACT = "merged_model"
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 PROMPT_TEMPLATE_GO = "### Prompt:\n{{.Input}}\n### Response:\n"
 
@@ -70,6 +72,36 @@ class LocalAIClient:
     def import_config(self, config: dict[str, Any]) -> None:
         self.request("POST", "/models/import", json=config)
 
+    def model_config(self, name: str) -> dict[str, Any] | None:
+        """The config LocalAI holds for ``name``, or None when it has none (404)."""
+        try:
+            return self.request("GET", f"/api/models/config-json/{quote(name, safe='')}")
+        except SinkError as error:
+            if "HTTP 404" in str(error):
+                return None
+            raise
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias config LocalAI lists: its name -> the config it points at."""
+        found = {}
+        for name in sorted(self.model_names()):
+            config = self.model_config(name)
+            if config and config.get("alias"):
+                found[name] = str(config["alias"])
+        return found
+
+    def delete_model(self, name: str, wait_seconds: float = 10.0) -> None:
+        """``POST /models/delete/:name``: LocalAI drops the config, its YAML and the files it
+        names, in a background job, so wait (bounded) until ``GET /v1/models`` stops listing it."""
+        self.request("POST", f"/models/delete/{quote(name, safe='')}")
+        deadline, pause = time.monotonic() + wait_seconds, self.backoff
+        while name in self.model_names():
+            if time.monotonic() >= deadline:
+                raise SinkError(f"LocalAI still lists {name!r} {wait_seconds:g} s after "
+                                "deleting it")
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
     def shutdown(self, model: str) -> bool:
         """Unload ``model``; False when it was not loaded (404, or 500 before LocalAI 4.8)."""
         try:
@@ -84,6 +116,21 @@ class LocalAIClient:
                  timeout: float | None = None) -> dict[str, Any]:
         return self.request("POST", "/v1/completions", timeout=timeout,
                             json={"model": model, "prompt": prompt, "max_tokens": max_tokens})
+
+
+def merged_model_fetcher(run_id: str, tracking_uri: str | None = None
+                         ) -> Callable[[Path], Path]:
+    """A ``fetch_model`` for :meth:`LocalAISink.export`: the run's ``merged_model`` artifact."""
+
+    def fetch(tmp: Path) -> Path:
+        import mlflow
+
+        return Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=MERGED_MODEL_ARTIFACT, dst_path=str(tmp),
+            tracking_uri=tracking_uri,
+        ))
+
+    return fetch
 
 
 class LocalAISink:

@@ -52,7 +52,9 @@ class DomainTrainer:
         fine_tune: bool = True,
         **options: Any,
     ) -> dict[str, Any]:
-        """The seed's entry point; ``options`` are any other :class:`TrainingConfig` field."""
+        """The seed's entry point; ``options`` are any other :class:`TrainingConfig` field
+        (``max_steps`` defaults to ``TRAINING_MAX_STEPS``)."""
+        options.setdefault("max_steps", self.settings.training_max_steps)
         config = TrainingConfig(
             domain_id=domain_id, data=os.fspath(training_data_path), fine_tune=fine_tune, **options
         )

@@ -1,0 +1,3 @@
+-- The MLflow server's store and the domain config store are separate databases.
+CREATE DATABASE mlflow;
+CREATE DATABASE domain_mlflow;
