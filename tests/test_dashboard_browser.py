@@ -171,3 +171,30 @@ def test_rankings_sort_and_compare_draws_bars(browser, dashboard_url):
     bars = wait_for(browser, "#compare-accuracy .barlayer .point path", count=5)
     assert len(bars) == 5  # the first five domains are chosen by default
     screenshot(browser, "dashboard-compare.png")
+
+
+def test_sixty_domains_logged_straight_through_mlflow_each_get_a_card(browser):
+    expected = {}
+    for index in range(60):
+        domain_id = f"d{index:02d}-agent"
+        mlflow.set_experiment("other-tool" if index % 2 else "dashboard-a")
+        expected[domain_id] = round(0.5 + index / 150, 3)
+        with mlflow.start_run():
+            mlflow.set_tag("domain_id", domain_id)
+            mlflow.log_metrics({"accuracy": expected[domain_id], "latency_ms": 20.0})
+    app = create_app(DomainMetricsCollector())
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        cards = wait_for(browser, ".domain-card", count=60)
+        texts = {card.get_attribute("data-domain"): card.text for card in cards}
+        assert sorted(texts) == sorted(expected)
+        for domain_id, accuracy in expected.items():
+            assert domain_id in texts[domain_id]
+            assert f"accuracy {accuracy:.3f}" in texts[domain_id]
+        screenshot(browser, "dashboard-sixty-domains.png")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
