@@ -273,3 +273,30 @@ def test_a_missing_local_folder_is_a_clear_base_model_error(small_sql_data, tmp_
     with pytest.raises(BaseModelError, match="does not exist"):
         DomainTrainer().train_domain_model(DOMAIN, small_sql_data,
                                            base_model=str(tmp_path / "missing"))
+
+
+def test_torchrun_with_two_processes_trains_one_run_and_one_version(small_sql_data, tmp_path):
+    """Data-parallel under torchrun: rank 0 alone logs, checkpoints and registers."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "domain_mlflow.cli", "train", "--domain-id", DOMAIN, "--data",
+         str(small_sql_data), "--max-steps", "4", "--eval-every", "2", "--checkpoint-every",
+         "2", "--batch-size", "8", "--json"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)  # one report: rank 0's
+    client = MlflowClient()
+    [run] = client.search_runs([results["experiment_id"]])
+    assert run.data.params["world_size"] == "2"
+    assert run.data.tags["training_run_id"] == results["training_run_id"]
+    losses = client.get_metric_history(run.info.run_id, "training_loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4]
+    [version] = client.search_model_versions(f"name = 'domain.{DOMAIN}'")
+    assert version.tags["training_run_id"] == results["training_run_id"]
+    steps = sorted(p.name for p in (tmp_path / "checkpoints" / DOMAIN /
+                                    results["training_run_id"]).iterdir())
+    assert steps == ["step-000002", "step-000004"]

@@ -83,6 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
         experiment_name=args.experiment_name,
     )
     results = trainer.train(config)
+    if results.get("rank", 0) != 0:
+        return 0  # under torchrun, rank 0 reports for the whole group
     emit(results, args.json, _print_training_summary)
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import torch
 
 from domain_mlflow.exceptions import CheckpointError, TrainingDivergedError
+from domain_mlflow.training.distributed import ProcessGroup
 from domain_mlflow.training.features import IGNORE_INDEX, EncodedExample, collate
 
 
@@ -123,6 +124,8 @@ class TrainingLoop:
 
     ``on_checkpoint(step, state)`` receives the state to save every
     ``checkpoint_every`` steps and at the end; ``resume_state`` is such a state.
+    With a ``group`` of several ranks, each rank trains on its share of every batch
+    and gradients are averaged; the loss reported is the mean over the ranks.
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class TrainingLoop:
         on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
         progress: bool | None = None,
         description: str = "training",
+        group: ProcessGroup | None = None,
     ) -> None:
         self.model = model
+        self.group = group or ProcessGroup()
         self.description = description
         self.train_examples = train
         self.validation_examples = validation
@@ -186,12 +191,14 @@ class TrainingLoop:
         n = len(self.train_examples)
         for step in range(start_step, self.config.max_steps):
             indices = batch_indices(step, n, self.config.batch_size, self.config.seed)
+            indices = self.group.shard(indices)
             yield step, collate([self.train_examples[i] for i in indices], self.pad_token_id)
 
     def run(self, resume_state: dict[str, Any] | None = None) -> LoopResult:
         from tqdm.auto import tqdm
 
         start_step, losses = self._restore(resume_state) if resume_state else (0, [])
+        self.group.sync_parameters(self.trainable)
         config = self.config
         self.model.train()
         tokens, seconds, val_loss = 0, 0.0, float("nan")
@@ -200,9 +207,11 @@ class TrainingLoop:
         for step, batch in self._batches(start_step):
             started = time.perf_counter()
             loss = completion_loss(self.model, batch)
-            value = float(loss.detach())
+            # Every rank sees the same mean, so a divergence stops all of them together.
+            value = self.group.mean(float(loss.detach()))
             _check_finite("training_loss", value, step + 1, config.learning_rate)
             loss.backward()
+            self.group.average_gradients(self.trainable)
             torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
@@ -223,6 +232,8 @@ class TrainingLoop:
             ):
                 self.on_checkpoint(done, self.state(done, losses))
         bar.close()
+        tokens = int(self.group.total(tokens))
+        seconds = self.group.mean(seconds)
         if start_step >= config.max_steps:
             val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
         return LoopResult(

@@ -8,6 +8,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from domain_mlflow.gate import GateDecision, decide
 from domain_mlflow.naming import model_version, utc_now
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
+from domain_mlflow.training.distributed import ProcessGroup
 
 if TYPE_CHECKING:
     from domain_mlflow.training.trainer import DomainTrainer
@@ -61,21 +63,30 @@ class TrainingRun:
         store: CheckpointStore,
         training_run_id: str,
         checkpoint: Checkpoint | None,
+        group: ProcessGroup | None = None,
     ) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.trainer = trainer
+        self.group = group or ProcessGroup()
         self.config = config
         self.prepared = prepared
         self.store = store
         self.training_run_id = training_run_id
         self.checkpoint = checkpoint
         self.output_dir = Path(trainer.model_output_dir) / config.domain_id / training_run_id
-        self.client = MlflowClient()
         self.mlflow_run_id = ""
+
+    @cached_property
+    def client(self) -> Any:
+        """Made on first use: ranks other than 0 never open the tracking store."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient()
 
     def execute(self) -> dict[str, Any]:
         import mlflow
+
+        if not self.group.is_main:
+            return self._train_only()
 
         if self.config.experiment_name:
             mlflow.set_experiment(self.config.experiment_name)
@@ -114,6 +125,7 @@ class TrainingRun:
             "base_model_path": prepared.base_path,
             "trainable_parameters": _count(prepared.model, trainable_only=True),
             "total_parameters": _count(prepared.model, trainable_only=False),
+            "world_size": self.group.world_size,
             **{f"data_{key}": value for key, value in summary.items()},
         })
         self._log_datasets()
@@ -137,13 +149,19 @@ class TrainingRun:
             )
             mlflow.log_input(dataset, context=context)
 
-    def _fit(self) -> Any:
-        from domain_mlflow.tracking import BatchedMetricLogger
+    def _train_only(self) -> dict[str, Any]:
+        """A rank other than 0: its share of every batch, nothing logged or written."""
+        outcome = self._loop(sink=None, on_checkpoint=None).run(
+            self.checkpoint.load_state() if self.checkpoint else None)
+        return {"domain_id": self.config.domain_id, "training_run_id": self.training_run_id,
+                "rank": self.group.rank, "world_size": self.group.world_size,
+                "steps": outcome.steps}
+
+    def _loop(self, sink: Any, on_checkpoint: Any) -> Any:
         from domain_mlflow.training.loop import LoopConfig, TrainingLoop
 
         config, prepared = self.config, self.prepared
-        sink = BatchedMetricLogger(self.client, self.mlflow_run_id)
-        loop = TrainingLoop(
+        return TrainingLoop(
             prepared.model, prepared.encoded_train, prepared.encoded_validation,
             LoopConfig(
                 max_steps=config.max_steps,
@@ -156,9 +174,16 @@ class TrainingRun:
             ),
             prepared.tokenizer.pad_token_id,
             sink=sink,
-            on_checkpoint=self._save_checkpoint,
-            progress=self.trainer.progress,
+            on_checkpoint=on_checkpoint,
+            progress=self.trainer.progress if self.group.is_main else False,
+            group=self.group,
         )
+
+    def _fit(self) -> Any:
+        from domain_mlflow.tracking import BatchedMetricLogger
+
+        sink = BatchedMetricLogger(self.client, self.mlflow_run_id)
+        loop = self._loop(sink, self._save_checkpoint)
         try:
             return loop.run(self.checkpoint.load_state() if self.checkpoint else None)
         finally:

@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 from domain_mlflow.data import load_training_data, split_examples
-from domain_mlflow.exceptions import CheckpointError, NoUsableRecordsError
+from domain_mlflow.exceptions import CheckpointError, ConfigError, NoUsableRecordsError
 from domain_mlflow.naming import training_run_id, utc_now
 from domain_mlflow.settings import Settings, load_settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
+from domain_mlflow.training.distributed import join_process_group
 from domain_mlflow.training.run import PreparedData, TrainingRun
 
 # What the resume checkpoint must share with the new run.
@@ -62,6 +63,10 @@ class DomainTrainer:
 
     def train(self, config: TrainingConfig) -> dict[str, Any]:
         """Run ``config`` end to end and return the result dict (also ``results.json``)."""
+        group = join_process_group()
+        if group.active and config.batch_size < group.world_size:
+            raise ConfigError(f"batch_size {config.batch_size} is smaller than the "
+                              f"{group.world_size} training processes; raise it")
         store = CheckpointStore(self.checkpoint_dir, config.domain_id)
         checkpoint = _resume_checkpoint(config, store)
         prepared = _prepare(config, self.settings.cache_dir)
@@ -69,8 +74,10 @@ class DomainTrainer:
             _check_resumable(checkpoint, config, prepared.data.digest)
             run_id = checkpoint.training_run_id
         else:
-            run_id = _new_training_run_id(config.domain_id, store)
-        return TrainingRun(self, config, prepared, store, run_id, checkpoint).execute()
+            # Under torchrun every rank must use rank 0's id (clocks tick apart).
+            run_id = group.from_main(
+                _new_training_run_id(config.domain_id, store) if group.is_main else None)
+        return TrainingRun(self, config, prepared, store, run_id, checkpoint, group).execute()
 
 
 def _resume_checkpoint(config: TrainingConfig, store: CheckpointStore) -> Checkpoint | None:
