@@ -271,6 +271,8 @@ def test_trainer_usage_trains_registers_and_reports_the_pending_deployment(tmp_p
     version = MlflowClient().get_model_version("domain.0x5678-SQLAgent",
                                                results["registry_version"])
     assert version.tags["training_run_id"] == results["training_run_id"]
+    # TRAINING_MAX_STEPS is the default when the caller gives no max_steps.
+    assert MlflowClient().get_run(results["mlflow_run_id"]).data.params["max_steps"] == STEPS
     # The seed's placeholders name a LocalAI without its models folder: the version is
     # registered and its promotion reported as pending with the reason, not lost.
     deployment = results["deployment"]
