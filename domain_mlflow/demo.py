@@ -79,12 +79,9 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_store_location(settings: Settings) -> str:
-    from mlflow.tracking import get_tracking_uri
-
     from domain_mlflow.settings import redact_url
-    from domain_mlflow.sinks.rows import default_sqlite_path
+    from domain_mlflow.sinks.config_store import ConfigStore
 
     if settings.postgres_dsn:
         return redact_url(settings.postgres_dsn)
-    return str(Path(settings.config_store_path or default_sqlite_path(get_tracking_uri()))
-               .resolve())
+    return str(ConfigStore.embedded_path(settings).resolve())

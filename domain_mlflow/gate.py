@@ -74,7 +74,8 @@ class GateDecision:
         }
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """``value`` as a float (NaN and inf included), or None when it is not a number."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -85,7 +86,7 @@ def _number(value: Any) -> float | None:
 
 
 def _check(metric: str, raw: Any, threshold: float) -> GateCheck:
-    value = _number(raw)
+    value = as_number(raw)
     if value is None:
         return GateCheck(metric, None, threshold, False, f"{metric} is missing")
     if not math.isfinite(value):
@@ -104,10 +105,10 @@ def _check(metric: str, raw: Any, threshold: float) -> GateCheck:
 
 def _champion_check(metrics: Mapping[str, Any], champion: Mapping[str, Any]) -> GateCheck | None:
     """Challenger must not have lower accuracy than the production version."""
-    incumbent = _number(champion.get("accuracy"))
+    incumbent = as_number(champion.get("accuracy"))
     if incumbent is None or not math.isfinite(incumbent):
         return None
-    value = _number(metrics.get("accuracy"))
+    value = as_number(metrics.get("accuracy"))
     passed = value is not None and math.isfinite(value) and value >= incumbent
     shown = "missing" if value is None else f"{value:.4g}"
     relation = ">=" if passed else "<"

@@ -30,3 +30,11 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], None]) -> None:
         sys.stdout.write("\n")
     else:
         text(data)
+
+
+def quiet_transformers() -> None:
+    """Weight-loading bars and notices mean nothing to a CLI user."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

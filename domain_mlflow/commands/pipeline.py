@@ -6,14 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from domain_mlflow.commands import EXIT_FAILURE, bool_value, emit
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+from domain_mlflow.commands import EXIT_FAILURE, bool_value, emit, quiet_transformers
 
 
 def _train_value(text: str) -> bool | None:
@@ -37,7 +30,7 @@ def _print_pipeline(results: dict[str, Any]) -> None:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     from domain_mlflow.pipeline import TrainingPipeline
     from domain_mlflow.settings import load_settings
 
@@ -83,7 +76,7 @@ def _print_demo(report: dict[str, Any]) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     from domain_mlflow.demo import run_demo
 
     report = run_demo(args.data_dir, max_steps=args.max_steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain_mlflow.commands import bool_value, emit
+from domain_mlflow.commands import bool_value, emit, quiet_transformers
 from domain_mlflow.training.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_STEPS
 
 
@@ -55,11 +55,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
-    # Weight-loading bars and notices mean nothing to a CLI user.
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.training.trainer import DomainTrainer
 

@@ -27,9 +27,6 @@ class DomainTables:
     unusable: int = 0
     problems: list[str] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        return {domain_id: len(rows) for domain_id, rows in self.records.items()}
-
     def _problem(self, path: str, location: str, text: str) -> None:
         self.unusable += 1
         if len(self.problems) < _QUOTED_PROBLEMS:
@@ -52,11 +49,11 @@ def group_by_domain(paths: list[str | os.PathLike[str]],
         for location, value in iter_raw_records(path):
             tables.total += 1
             try:
-                to_example(value)
+                example = to_example(value)
             except RecordProblem as problem:
                 tables._problem(path, location, str(problem))
                 continue
-            domain_id = single_domain or value.get("domain_id")
+            domain_id = single_domain or example.domain_id
             if domain_id is None:
                 tables.unassigned += 1
                 continue

@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from domain_mlflow.gate import as_number
+
 PERFORMANCE_METRICS = ("accuracy", "latency_ms", "training_loss", "validation_loss")
 LOWER_IS_BETTER = frozenset({"latency_ms", "latency_p95_ms", "training_loss", "validation_loss",
                              "error_rate"})
@@ -17,13 +19,8 @@ BASELINE_POINTS = 5
 
 def finite(value: Any) -> float | None:
     """``value`` as a float if it is a finite number, else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    number = as_number(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def better(metric: str, a: float, b: float) -> bool:

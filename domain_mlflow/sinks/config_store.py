@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
@@ -44,10 +45,15 @@ class ConfigStore:
     @classmethod
     def from_settings(cls, settings: Any, postgres_dsn: str | None = None) -> ConfigStore:
         """Postgres when a DSN is configured, else the SQLite file beside the MLflow store."""
+        return cls.open(postgres_dsn or settings.postgres_dsn, cls.embedded_path(settings))
+
+    @staticmethod
+    def embedded_path(settings: Any) -> Path:
+        """The SQLite file used without a DSN: ``CONFIG_STORE_PATH``, else beside the
+        MLflow SQLite store, else in the current folder."""
         from mlflow.tracking import get_tracking_uri
 
-        path = settings.config_store_path or default_sqlite_path(get_tracking_uri())
-        return cls.open(postgres_dsn or settings.postgres_dsn, path)
+        return Path(settings.config_store_path or default_sqlite_path(get_tracking_uri()))
 
     def close(self) -> None:
         self.database.close()
