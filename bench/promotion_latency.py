@@ -1,14 +1,17 @@
 """Promotion latency: webhook vs polling, and one poll cycle over many domains.
 
     python bench/promotion_latency.py [--postgres-dsn DSN] [--redis-url URL]
-        [--versions 20] [--poll-interval 1.0] [--domains 1000]
+        [--versions 20] [--poll-interval 1.0] [--domains 1000] [--cycle-rounds 1]
+        [--only latency|cycle] [--cycle-store-uri URI]
 
 1. Webhook: a real ``mlflow server`` (SQLite backend) sends ``model_version.created``
    to our receiver; time from ``create_model_version`` returning until the config
    store and the Redis key both name the new version (p50/p95).
 2. Polling: the same with no webhook and a poller every ``--poll-interval`` seconds.
 3. One ``poll_once`` over ``--domains`` domains with one new passing version each,
-   on a SQLite MLflow store (registry calls in-process).
+   on a SQLite MLflow store (registry calls in-process), then the next cycle; and,
+   on an identical copy of that store, the MLflow calls alone that any cycle must
+   make (one search of versions, one of models, alias + ``stage`` tag per version).
 
 Postgres and Redis default to the local services; LocalAI is not involved (P2 is
 about the config store and Redis). Every figure comes from this one run.
@@ -17,6 +20,7 @@ about the config store and Redis). Every figure comes from this one run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -37,6 +41,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--domains", type=int, default=1000)
+    parser.add_argument("--only", choices=("latency", "cycle"), default=None,
+                        help="run only the webhook/polling latencies or only the poll cycle")
+    parser.add_argument("--cycle-rounds", type=int, default=1,
+                        help="poll-cycle rounds, each on fresh stores (medians reported)")
+    parser.add_argument("--cycle-store-uri", default=None,
+                        help="MLflow store for the poll cycle (default: a new SQLite file)")
     return parser
 
 
@@ -150,7 +160,11 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
         print(f"polling every {args.poll_interval:g}s → live: {_percentiles(by_polling)}")
 
 
-def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> None:
+def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, float, float]:
+    """(first cycle, next cycle, MLflow alone) in seconds; MLflow alone is NaN unless the
+    cycle's store is a SQLite file (it runs on a copy of it)."""
+    import shutil
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -158,7 +172,7 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> None:
     from domain_mlflow.promotion.service import build_promoter
     from domain_mlflow.settings import load_settings
 
-    uri = f"sqlite:///{workdir / 'cycle.db'}"
+    uri = args.cycle_store_uri or f"sqlite:///{workdir / 'cycle.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -168,17 +182,50 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> None:
     for index in range(args.domains):
         _new_version(client, f"cycle-{index:04d}", index)
     print(f"(set-up: {args.domains} domains registered in {time.perf_counter() - started:.1f}s)")
+    twin = None
+    if uri.startswith("sqlite:///"):
+        twin = workdir / "floor.db"
+        shutil.copyfile(uri[len("sqlite:///"):], twin)
     poller = Poller(build_promoter(load_settings(), role="poller"))
     started = time.perf_counter()
     report = poller.poll_once()
     elapsed = time.perf_counter() - started
     print(f"one poll cycle over {args.domains} domains, one new version each: {elapsed:.2f}s "
           f"(requested {report.requested}, promoted {report.promoted}, errors "
-          f"{len(report.errors)})")
+          f"{len(report.errors)}, {poller.workers} worker(s))")
     started = time.perf_counter()
     report = poller.poll_once()
-    print(f"the next cycle, nothing new: {time.perf_counter() - started:.2f}s "
-          f"(repaired {len(report.repaired)})")
+    nothing_new = time.perf_counter() - started
+    print(f"the next cycle, nothing new: {nothing_new:.2f}s (repaired {len(report.repaired)})")
+    floor = math.nan
+    if twin is not None:
+        floor = registry_floor(f"sqlite:///{twin}")
+        print(f"MLflow alone on an identical copy of the store, the registry calls a cycle "
+              f"cannot do without: {floor:.2f}s (our own work in the cycle: "
+              f"{elapsed - floor:.2f}s)")
+    return elapsed, nothing_new, floor
+
+
+def registry_floor(uri: str) -> float:
+    """Seconds for the MLflow calls any poll cycle must make: one search of the versions,
+    one of the registered models (their thresholds), and per version the ``production``
+    alias and the ``stage`` tag, made the way the promoter makes them."""
+    from mlflow.tracking import MlflowClient
+
+    from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
+    from domain_mlflow.promotion.poller import _paged
+    from domain_mlflow.registry import PRODUCTION_ALIAS, STAGE_TAG, _writer
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+    started = time.perf_counter()
+    versions = _paged(client.search_model_versions, filter_string=pattern)
+    _paged(client.search_registered_models, filter_string=pattern)
+    writer = _writer(client)
+    for version in versions:
+        writer.set_registered_model_alias(version.name, PRODUCTION_ALIAS, version.version)
+        writer.set_model_version_tag(version.name, version.version, STAGE_TAG, "production")
+    return time.perf_counter() - started
 
 
 def main(args: argparse.Namespace) -> int:
@@ -190,8 +237,19 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         os.chdir(workdir)
-        bench_webhook_and_polling(args, workdir)
-        bench_poll_cycle(args, workdir)
+        if args.only != "cycle":
+            bench_webhook_and_polling(args, workdir)
+        if args.only == "latency":
+            return 0
+        rounds = []
+        for number in range(args.cycle_rounds):
+            (workdir / f"cycle-{number}").mkdir()
+            rounds.append(bench_poll_cycle(args, workdir / f"cycle-{number}"))
+        if len(rounds) > 1:
+            cycle, nothing_new, floor = (statistics.median(column)
+                                         for column in zip(*rounds, strict=True))
+            print(f"medians over {len(rounds)} rounds: cycle {cycle:.2f}s, next cycle "
+                  f"{nothing_new:.2f}s, MLflow alone {floor:.2f}s")
     return 0
 
 

@@ -6,7 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples" / "data"
@@ -35,3 +39,28 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, tex
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("domain-mlflow") and "error: " in lines[0], lines[0]
     assert text in lines[0]
+
+
+@contextmanager
+def lock_held_elsewhere(database: Any, name: str, release_after: float | None = None
+                        ) -> Iterator[None]:
+    """Another thread holds the named lock for the block (or for ``release_after`` s)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database.lock(name) as got:
+            assert got
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(10)
+    timer = threading.Timer(release_after, release.set) if release_after is not None else None
+    if timer:
+        timer.start()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()

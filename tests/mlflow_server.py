@@ -1,4 +1,4 @@
-"""A real ``mlflow server`` on loopback with a SQLite backend, set up to send webhooks."""
+"""A real ``mlflow server`` on loopback (SQLite backend unless told), set up to send webhooks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path, startup_seconds: float = 90.0) -> Iterator[str]:
+def mlflow_server(folder: Path, startup_seconds: float = 90.0, *,
+                  backend_store_uri: str | None = None, workers: int = 1) -> Iterator[str]:
     """Start the server, wait for ``/health``, yield its URL, stop it."""
     from cryptography.fernet import Fernet
 
@@ -39,9 +40,9 @@ def mlflow_server(folder: Path, startup_seconds: float = 90.0) -> Iterator[str]:
     log = (folder / "mlflow-server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'server.db'}",
          "--artifacts-destination", str(folder / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

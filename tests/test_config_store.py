@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 
 from domain_mlflow.exceptions import ConfigStoreError, PromotionError
-from domain_mlflow.sinks.config_store import ConfigStore
+from domain_mlflow.sinks.config_store import ConfigStore, ConfigWrite
 from domain_mlflow.sinks.database import PostgresDatabase
 from domain_mlflow.sinks.migrations import MIGRATIONS, apply_migrations
+from tests.helpers import lock_held_elsewhere
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -36,8 +36,10 @@ def _promotion(store, version=1, key=None, domain="d1", kind="promote"):
 
 def _promote(store, version, domain="d1"):
     promotion = store.advance(_promotion(store, version, domain=domain), "approved")
-    return store.write_config(promotion, action="promote", registered_model=f"domain.{domain}",
-                              serving_name=domain, targets={})
+    promotion, _ = store.write_config(promotion, action="promote",
+                                      registered_model=f"domain.{domain}", serving_name=domain,
+                                      targets={})
+    return promotion
 
 
 def test_migrations_apply_once_and_again_change_nothing(store):
@@ -118,23 +120,11 @@ def test_webhook_deliveries_are_remembered(store):
 
 
 def test_a_named_lock_is_exclusive(store):
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with store.database.lock("poller") as got:
-            assert got
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    held.wait(10)
-    with store.database.lock("poller", blocking=False) as got:
-        assert got is False
-    with store.database.lock("another", blocking=False) as got:
-        assert got is True
-    release.set()
-    thread.join()
+    with lock_held_elsewhere(store.database, "poller"):
+        with store.database.lock("poller", blocking=False) as got:
+            assert got is False
+        with store.database.lock("another", blocking=False) as got:
+            assert got is True
     with store.database.lock("poller", blocking=False) as got:
         assert got is True
 
@@ -175,3 +165,43 @@ def test_an_unreachable_postgres_is_a_clear_error_without_the_password():
     assert "unreachable" in str(caught.value)
     assert "pw-secret" not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+def test_many_state_changes_are_one_transaction(store):
+    first, second = _promotion(store, 1, domain="d1"), _promotion(store, 1, domain="d2")
+    store.advance(second, "approved")  # our copy of `second` is now stale
+    with pytest.raises(PromotionError, match=f"promotion {second.id} of d2 moved on"):
+        store.advance_many([(first, "approved", {}), (second, "approved", {})])
+    assert store.get_promotion(first.id).state == "pending"  # none of the batch applied
+    moved = store.advance_many([(first, "approved", {"targets": {"redis": "x"}})])
+    assert (moved[0].state, moved[0].targets) == ("approved", {"redis": "x"})
+
+
+def test_configs_of_many_domains_are_written_in_one_call(store):
+    _promote(store, 1, domain="d1")
+    _promote(store, 1, domain="d3")
+    approved = [store.advance(_promotion(store, version, domain=domain, key=key), "approved")
+                for domain, version, key in (("d1", 2, None), ("d2", 1, None),
+                                             ("d3", 1, "manual:d3:1:again"))]
+    written = store.write_configs([
+        ConfigWrite(p, "promote", f"domain.{p.domain_id}", p.domain_id, {"config_store": "done"})
+        for p in approved])
+    assert [(p.domain_id, p.state) for p, _ in written] == [
+        ("d1", "config_written"), ("d2", "config_written"), ("d3", "config_written")]
+    assert [(c.domain_id, c.registry_version, c.previous_registry_version, c.version_number)
+            for _, c in written] == [("d1", 2, 1, 2), ("d2", 1, None, 1), ("d3", 1, None, 1)]
+    assert store.get_config("d1").registry_version == 2
+    assert [h.registry_version for h in store.history("d1")] == [2, 1]
+    assert len(store.history("d3")) == 1  # pointing again at the same version adds no row
+    with pytest.raises(ValueError, match="one promotion per domain"):
+        store.write_configs([ConfigWrite(approved[0], "promote", "domain.d1", "d1", {})] * 2)
+
+
+def test_many_locks_at_once_leave_out_the_ones_held_elsewhere(store):
+    with lock_held_elsewhere(store.database, "domain:b"), \
+            store.database.lock_many(["domain:a", "domain:b", "domain:c"]) as got:
+        assert got == {"domain:a", "domain:c"}
+        with store.database.lock("domain:a", blocking=False) as again:
+            assert again is False
+    with store.database.lock_many(["domain:a", "domain:b"]) as got:
+        assert got == {"domain:a", "domain:b"}

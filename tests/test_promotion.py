@@ -15,7 +15,7 @@ from domain_mlflow.promotion import manual
 from domain_mlflow.promotion.poller import Poller
 from domain_mlflow.sinks.localai import LocalAIClient
 from domain_mlflow.sinks.redis_sink import RedisSink
-from tests.helpers import LOCALAI_TEST_KEY
+from tests.helpers import LOCALAI_TEST_KEY, lock_held_elsewhere
 from tests.promotion_helpers import FAILING, PASSING, make_promoter, register_domain_version
 
 DOMAIN = "0x5678-SQLAgent"
@@ -116,6 +116,38 @@ def test_check_and_deploy_promotes_the_version_of_the_training_run(services):
     assert result["deployed"] is True
     assert result["model_version"] == version.tags["model_version"]
     assert_everywhere(services, version)
+
+
+def test_one_cycle_promotes_rejects_and_holds_back_domains_of_one_batch_each_on_its_own(
+        services):
+    passing = {f"batch-{n}": register_domain_version(f"batch-{n}", PASSING) for n in range(3)}
+    failing = register_domain_version("batch-failing", FAILING)
+    untagged = register_domain_version("batch-untagged", PASSING)
+    MlflowClient().delete_model_version_tag("domain.batch-untagged", untagged.version,
+                                            "model_version")
+
+    report = Poller(make_promoter("poller")).poll_once()
+    assert (report.promoted, report.rejected, report.pending) == (3, 1, 1), report
+    for domain, version in passing.items():
+        assert_everywhere(services, version, domain=domain)
+    assert make_promoter().store.get_config("batch-failing") is None
+    tags = MlflowClient().get_model_version("domain.batch-failing", failing.version).tags
+    assert tags["promotion_status"] == "rejected"
+    [held_back] = make_promoter().store.open_promotions("batch-untagged")
+    assert held_back.state == "approved"
+    assert "has no model_version tag" in held_back.last_error
+    assert "production" not in MlflowClient().get_registered_model(
+        "domain.batch-untagged").aliases
+
+
+def test_a_domain_locked_by_another_promoter_is_promoted_once_it_is_let_go(services):
+    versions = {domain: register_domain_version(domain, PASSING) for domain in ("held", "free")}
+    with lock_held_elsewhere(make_promoter("webhook").store.database, "domain:held",
+                             release_after=1.0):
+        report = Poller(make_promoter("poller")).poll_once()
+    assert (report.promoted, report.errors) == (2, []), report
+    for domain, version in versions.items():
+        assert_everywhere(services, version, domain=domain)
 
 
 @pytest.mark.parametrize("state", ["approved", "config_written", "redis_synced",

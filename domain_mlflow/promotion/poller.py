@@ -1,10 +1,12 @@
 """The poller: the reconciler that finds new versions and repairs drift.
 
-One cycle: one paginated registry search for every ``domain.*`` version, one
-config-store query for which versions are already decided, the due promotions,
-then one search of the registered models (their aliases) and drift repair (the
-production alias, Redis keys, LocalAI serving names). A named lock (Postgres advisory lock, or a
-file lock beside SQLite) lets one poller run a cycle at a time; others skip it.
+One cycle: one paginated registry search for every ``domain.*`` version and one of
+the registered models (their threshold tags), one config-store query for which
+versions are already decided, the due promotions (in batches of domains, each step
+one transaction per batch), then a second search of the registered models (their
+aliases) and drift repair (the production alias, Redis keys, LocalAI serving
+names). A named lock (Postgres advisory lock, or a file lock beside SQLite) lets
+one poller run a cycle at a time; others skip it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, move_production_
 
 _log = logging.getLogger(__name__)
 _PAGE = 1000
+# Domains processed together: each step one transaction for the whole batch.
+_BATCH = 250
 
 
 @dataclass
@@ -40,6 +44,19 @@ class PollReport:
         return dict(self.__dict__)
 
 
+def _registry_uri(client: Any) -> str:
+    import mlflow
+
+    return str(getattr(client, "_registry_uri", None) or mlflow.get_registry_uri())
+
+
+def _failure(what: str, error: BaseException) -> str:
+    if isinstance(error, DomainMlflowError):
+        return f"{what}: {error}"
+    _log.error("processing %s failed", what, exc_info=error)
+    return f"{what}: {type(error).__name__}: {error}"
+
+
 def _paged(search: Any, **kwargs: Any) -> list[Any]:
     items: list[Any] = []
     token = None
@@ -52,8 +69,12 @@ def _paged(search: Any, **kwargs: Any) -> list[Any]:
 
 
 class Poller:
-    def __init__(self, promoter: Promoter, workers: int = 4) -> None:
+    def __init__(self, promoter: Promoter, workers: int | None = None) -> None:
+        """``workers``: batches processed side by side; by default one against a SQLite
+        registry (its writes queue on one file lock, threads only add contention), else 4."""
         self.promoter = promoter
+        if workers is None:
+            workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.database.lock_holders))
 
     def poll_once(self) -> PollReport:
@@ -66,52 +87,73 @@ class Poller:
             pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
             versions = _paged(client.search_model_versions, filter_string=pattern)
             report.versions_seen = len(versions)
-            for model in _paged(client.search_registered_models, filter_string=pattern):
-                self.promoter.prime_thresholds(domain_of(model.name), dict(model.tags))
+            tags = {domain_of(model.name): dict(model.tags)
+                    for model in _paged(client.search_registered_models, filter_string=pattern)}
             self._request_new(versions, report)
-            self._process_due(report)
-            # Aliases are read after this cycle's promotions moved them, never before.
-            models = _paged(client.search_registered_models, filter_string=pattern)
-            self._repair(models, versions, report)
+            self._process_due(report, tags)
+            self._repair(pattern, versions, report)
         return report
 
     def _request_new(self, versions: list[Any], report: PollReport) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
         # Any record counts as decided: a version promoted by hand needs no automatic decision.
         known = self.promoter.store.versions_with_promotions(sorted({d for d, _ in ours}))
-        for domain, number in sorted(set(ours) - known, key=lambda pair: pair[1]):
-            self.promoter.request_for(domain, ours[(domain, number)], reason="found by the poller")
-            report.requested += 1
+        new = sorted(set(ours) - known, key=lambda pair: pair[1])
+        created = self.promoter.store.create_promotions([
+            self.promoter.request_fields(domain, ours[(domain, number)],
+                                         reason="found by the poller")
+            for domain, number in new])
+        report.requested += sum(was_created for _, was_created in created)
 
-    def _process_due(self, report: PollReport) -> None:
-        """Due promotions, domains side by side (each domain's own stay in order)."""
+    def _process_due(self, report: PollReport, tags: dict[str | None, dict[str, str]]
+                     ) -> None:
+        """Due promotions in batches of domains, batches side by side (each domain's own
+        promotions stay in order). ``tags``: the registered models' tags from this cycle's
+        search, which hold the thresholds."""
         domains = sorted({p.domain_id for p in self.promoter.store.open_promotions(due_only=True)})
+        batches = [domains[start : start + _BATCH] for start in range(0, len(domains), _BATCH)]
 
-        def process(domain: str) -> list[Any] | str:
+        def process(batch: list[str]) -> tuple[list[Any], list[str]]:
             try:
-                return self.promoter.process_domain(domain)
-            except DomainMlflowError as error:
-                return f"{domain}: {error}"
-            except Exception as error:  # e.g. the registry unreachable: next cycle retries
-                _log.exception("processing %s failed", domain)
-                return f"{domain}: {type(error).__name__}: {error}"
+                for domain in batch:  # just before the gate, so the cache is fresh
+                    if domain in tags:
+                        self.promoter.prime_thresholds(domain, tags[domain])
+                processed, busy = self.promoter.process_domains(batch)
+            except Exception as error:  # e.g. the config store down: next cycle retries
+                return [], [_failure(f"{len(batch)} domains from {batch[0]}", error)]
+            errors = []
+            for domain in busy:  # held by a webhook or a manual command: wait for it
+                try:
+                    processed += self.promoter.process_domain(domain)
+                except Exception as error:
+                    errors.append(_failure(domain, error))
+            return processed, errors
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            outcomes = pool.map(process, domains) if self.workers > 1 else map(process, domains)
-            for outcome in outcomes:
-                if isinstance(outcome, str):
-                    report.errors.append(outcome)
-                    continue
-                for promotion in outcome:
+            outcomes = pool.map(process, batches) if self.workers > 1 else map(process, batches)
+            for processed, errors in outcomes:
+                report.errors += errors
+                for promotion in processed:
                     report.processed += 1
                     report.promoted += promotion.state == "done"
                     report.rejected += promotion.state == "rejected"
                     report.pending += promotion.is_open
 
-    def _repair(self, models: list[Any], versions: list[Any], report: PollReport) -> None:
-        store, promoter = self.promoter.store, self.promoter
-        busy = {p.domain_id for p in store.open_promotions()}
-        configs = [c for c in store.all_configs() if c.domain_id not in busy]
+    def _repair(self, pattern: str, versions: list[Any], report: PollReport) -> None:
+        store = self.promoter.store
+        names = [f"domain:{config.domain_id}" for config in store.all_configs()]
+        # Under the domains' locks no promotion moves a config or an alias while they
+        # are compared; a domain another promoter holds is checked next cycle.
+        with store.database.lock_many(names) as held:
+            busy = {p.domain_id for p in store.open_promotions()}
+            configs = [c for c in store.all_configs()
+                       if f"domain:{c.domain_id}" in held and c.domain_id not in busy]
+            self._repair_domains(pattern, configs, versions, report)
+
+    def _repair_domains(self, pattern: str, configs: list[Any], versions: list[Any],
+                        report: PollReport) -> None:
+        promoter = self.promoter
+        models = _paged(promoter.client.search_registered_models, filter_string=pattern)
         aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
         run_ids = {(domain_of(v.name), int(v.version)): v.run_id for v in versions}
         for config in configs:

@@ -10,7 +10,7 @@ from domain_mlflow.gate import decide
 from domain_mlflow.naming import registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.service import build_promoter
-from domain_mlflow.registry import domain_thresholds
+from domain_mlflow.registry import domain_thresholds, set_version_tags
 from domain_mlflow.settings import Settings, load_settings
 from domain_mlflow.sinks.config_store import Promotion
 
@@ -44,13 +44,12 @@ def _tag_pending(domain_id: str, registry_version: int | str, error: str) -> Non
     """With the config store down, the registry is where a pending promotion shows."""
     from mlflow.tracking import MlflowClient
 
-    name, version = registered_model_name(domain_id), str(registry_version)
     try:
-        client = MlflowClient()
-        client.set_model_version_tag(name, version, "promotion_status", "pending")
-        client.set_model_version_tag(name, version, "promotion_error", error[:500])
+        set_version_tags(MlflowClient(), domain_id, registry_version,
+                         {"promotion_status": "pending", "promotion_error": error[:500]})
     except Exception as tag_error:  # best effort: the registry may be down too
-        _log.debug("could not tag %s v%s as pending: %s", name, version, tag_error)
+        _log.debug("could not tag %s v%s as pending: %s", registered_model_name(domain_id),
+                   registry_version, tag_error)
 
 
 class AutoDeploymentTrigger:

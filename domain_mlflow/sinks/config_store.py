@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from domain_mlflow.exceptions import PromotionError
 from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
 from domain_mlflow.sinks.migrations import apply_migrations
 from domain_mlflow.sinks.rows import (
@@ -26,7 +28,39 @@ from domain_mlflow.sinks.rows import (
     promotion_from_row,
 )
 
-__all__ = ["ConfigStore", "DomainConfig", "HistoryEntry", "Promotion", "default_sqlite_path"]
+__all__ = ["ConfigStore", "ConfigWrite", "DomainConfig", "HistoryEntry", "Promotion",
+           "default_sqlite_path"]
+
+
+@dataclass(frozen=True)
+class ConfigWrite:
+    """One domain pointed at a promotion's version by :meth:`ConfigStore.write_configs`."""
+
+    promotion: Promotion
+    action: str  # history action: promote, force_promote, rollback
+    registered_model: str
+    serving_name: str
+    targets: dict[str, str]
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    """IN-lists of at most ``size`` values (SQLite allows 999 parameters per statement)."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+_JSON_COLUMNS = ("decision", "targets", "metrics")
+_UPSERT_CONFIG = (
+    "INSERT INTO domain_configs (domain_id, model_version, registered_model, registry_version, "
+    "previous_registry_version, model_uri, serving_name, training_run_id, metrics, "
+    "version_number, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (domain_id) DO UPDATE SET model_version = excluded.model_version, "
+    "registered_model = excluded.registered_model, "
+    "registry_version = excluded.registry_version, "
+    "previous_registry_version = excluded.previous_registry_version, "
+    "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
+    "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
+    "version_number = excluded.version_number, updated_at = excluded.updated_at"
+)
 
 
 class ConfigStore:
@@ -65,6 +99,11 @@ class ConfigStore:
             rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s", (domain_id,))
         return config_from_row(rows[0]) if rows else None
 
+    def get_configs(self, domain_ids: list[str]) -> dict[str, DomainConfig]:
+        """The configs of these domains (those that have one), by domain id."""
+        with self.database.transaction() as tx:
+            return self._configs(tx, domain_ids)
+
     def all_configs(self) -> list[DomainConfig]:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM domain_configs ORDER BY domain_id")
@@ -90,37 +129,35 @@ class ConfigStore:
 
     # --- promotions ---------------------------------------------------------------
 
-    def create_promotion(
-        self,
-        *,
-        request_key: str,
-        domain_id: str,
-        registry_version: int,
-        kind: str,
-        actor: str,
-        reason: str,
-        metrics: dict[str, Any],
-        model_version: str | None,
-        model_uri: str | None,
-        run_id: str | None,
-        targets: dict[str, str],
-        training_run_id: str | None = None,
-    ) -> tuple[Promotion, bool]:
-        """Create the record unless ``request_key`` exists; returns (record, created)."""
+    def create_promotion(self, **request: Any) -> tuple[Promotion, bool]:
+        """Create the record unless ``request_key`` exists; returns (record, created).
+
+        Keywords: ``request_key``, ``domain_id``, ``registry_version``, ``kind``,
+        ``actor``, ``reason``, ``metrics``, ``model_version``, ``model_uri``, ``run_id``,
+        ``targets`` and optionally ``training_run_id``."""
+        return self.create_promotions([request])[0]
+
+    def create_promotions(self, requests: list[dict[str, Any]]) -> list[tuple[Promotion, bool]]:
+        """:meth:`create_promotion` for many requests, in one transaction."""
         now = utc_now()
+        results = []
         with self.database.transaction() as tx:
-            inserted = tx.execute(
-                "INSERT INTO promotions (request_key, domain_id, registry_version, kind, state, "
-                "model_version, model_uri, run_id, training_run_id, metrics, actor, reason, "
-                "targets, attempts, next_attempt_at, created_at, updated_at) VALUES (%s, %s, %s, "
-                "%s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
-                "ON CONFLICT (request_key) DO NOTHING RETURNING id",
-                (request_key, domain_id, registry_version, kind, model_version, model_uri,
-                 run_id, training_run_id, json.dumps(metrics), actor, reason,
-                 json.dumps(targets), now, now, now),
-            )
-            rows = tx.execute("SELECT * FROM promotions WHERE request_key = %s", (request_key,))
-        return promotion_from_row(rows[0]), bool(inserted)
+            for r in requests:
+                inserted = tx.execute(
+                    "INSERT INTO promotions (request_key, domain_id, registry_version, kind, "
+                    "state, model_version, model_uri, run_id, training_run_id, metrics, actor, "
+                    "reason, targets, attempts, next_attempt_at, created_at, updated_at) VALUES "
+                    "(%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
+                    "ON CONFLICT (request_key) DO NOTHING RETURNING *",
+                    (r["request_key"], r["domain_id"], r["registry_version"], r["kind"],
+                     r["model_version"], r["model_uri"], r["run_id"], r.get("training_run_id"),
+                     json.dumps(r["metrics"]), r["actor"], r["reason"],
+                     json.dumps(r["targets"]), now, now, now),
+                )
+                rows = inserted or tx.execute("SELECT * FROM promotions WHERE request_key = %s",
+                                              (r["request_key"],))
+                results.append((promotion_from_row(rows[0]), bool(inserted)))
+        return results
 
     def get_promotion(self, promotion_id: int) -> Promotion:
         with self.database.transaction() as tx:
@@ -130,11 +167,23 @@ class ConfigStore:
     def open_promotions(self, domain_id: str | None = None, due_only: bool = False
                         ) -> list[Promotion]:
         """Unfinished promotions, oldest first (optionally one domain, optionally due now)."""
-        sql = "SELECT * FROM promotions WHERE state IN (%s, %s, %s, %s, %s)"
-        params: list[Any] = list(OPEN_STATES)
         if domain_id is not None:
-            sql += " AND domain_id = %s"
-            params.append(domain_id)
+            return self.open_promotions_of([domain_id], due_only)
+        return self._open_promotions("", [], due_only)
+
+    def open_promotions_of(self, domain_ids: list[str], due_only: bool = False
+                           ) -> list[Promotion]:
+        """Unfinished promotions of these domains, oldest first."""
+        found: list[Promotion] = []
+        for chunk in _chunks(domain_ids):
+            marks = ", ".join(["%s"] * len(chunk))
+            found += self._open_promotions(f" AND domain_id IN ({marks})", chunk, due_only)
+        return sorted(found, key=lambda promotion: promotion.id)
+
+    def _open_promotions(self, where: str, params: list[Any], due_only: bool
+                         ) -> list[Promotion]:
+        sql = "SELECT * FROM promotions WHERE state IN (%s, %s, %s, %s, %s)" + where
+        params = [*OPEN_STATES, *params]
         if due_only:
             sql += " AND next_attempt_at <= %s"
             params.append(utc_now())
@@ -146,8 +195,7 @@ class ConfigStore:
         """(domain, version) pairs that have any promotion record, for these domains."""
         found: set[tuple[str, int]] = set()
         with self.database.transaction() as tx:
-            for start in range(0, len(domain_ids), 500):
-                chunk = domain_ids[start : start + 500]
+            for chunk in _chunks(domain_ids):
                 marks = ", ".join(["%s"] * len(chunk))
                 rows = tx.execute(
                     "SELECT DISTINCT domain_id, registry_version FROM promotions "
@@ -160,8 +208,7 @@ class ConfigStore:
         """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
         found: set[str] = set()
         with self.database.transaction() as tx:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
+            for chunk in _chunks(keys):
                 marks = ", ".join(["%s"] * len(chunk))
                 rows = tx.execute(
                     f"SELECT request_key FROM promotions WHERE request_key IN ({marks})", chunk
@@ -179,97 +226,139 @@ class ConfigStore:
 
     def advance(self, promotion: Promotion, to_state: str, **changes: Any) -> Promotion:
         """Move ``promotion`` from its current state to ``to_state`` (compare-and-set)."""
+        return self.advance_many([(promotion, to_state, changes)])[0]
+
+    def advance_many(self, moves: list[tuple[Promotion, str, dict[str, Any]]]
+                     ) -> list[Promotion]:
+        """:meth:`advance` for many (promotion, state, changes), in one transaction."""
         with self.database.transaction() as tx:
-            self._advance(tx, promotion, to_state, **changes)
-            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return promotion_from_row(rows[0])
+            return self._advance(tx, moves)
 
-    def _advance(self, tx: Transaction, promotion: Promotion, to_state: str,
-                 **changes: Any) -> None:
-        encoded = {key: json.dumps(value) if key in ("decision", "targets", "metrics") else value
-                   for key, value in changes.items()}
-        columns = ", ".join(f"{key} = %s" for key in encoded)
-        extra = f", {columns}" if columns else ""
-        rows = tx.execute(
-            f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
-            "WHERE id = %s AND state = %s RETURNING id",
-            (to_state, utc_now(), *encoded.values(), promotion.id, promotion.state),
-        )
-        if not rows:
-            from domain_mlflow.exceptions import PromotionError
+    def _advance(self, tx: Transaction, moves: list[tuple[Promotion, str, dict[str, Any]]]
+                 ) -> list[Promotion]:
+        """Compare-and-set each move (from the state its promotion was read in); one
+        statement per set of changed columns, the moved records in the order given."""
+        self._check_states(tx, moves)
+        now = utc_now()
+        statements: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for promotion, to_state, changes in moves:
+            encoded = {key: json.dumps(value) if key in _JSON_COLUMNS else value
+                       for key, value in changes.items()}
+            statements.setdefault(tuple(encoded), []).append(
+                (to_state, now, *encoded.values(), promotion.id, promotion.state))
+        for columns, rows in statements.items():
+            extra = "".join(f", {column} = %s" for column in columns)
+            changed = tx.execute_many(f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
+                                      "WHERE id = %s AND state = %s", rows)
+            if changed != len(rows):  # changed between the check and the update
+                raise PromotionError(f"{len(rows) - changed} of {len(rows)} promotions moved "
+                                     "on concurrently")
+        return self._promotions(tx, [promotion.id for promotion, _, _ in moves])
 
-            raise PromotionError(
-                f"promotion {promotion.id} of {promotion.domain_id} moved on concurrently "
-                f"(expected state {promotion.state!r})"
-            )
+    def _check_states(self, tx: Transaction,
+                      moves: list[tuple[Promotion, str, dict[str, Any]]]) -> None:
+        states = {p.id: p.state for p in self._promotions(tx, [p.id for p, _, _ in moves])}
+        for promotion, _, _ in moves:
+            if states[promotion.id] != promotion.state:
+                raise PromotionError(
+                    f"promotion {promotion.id} of {promotion.domain_id} moved on concurrently "
+                    f"(expected state {promotion.state!r}, found {states[promotion.id]!r})"
+                )
+
+    def _promotions(self, tx: Transaction, ids: list[int]) -> list[Promotion]:
+        found: dict[int, Promotion] = {}
+        for chunk in _chunks(ids):
+            marks = ", ".join(["%s"] * len(chunk))
+            rows = tx.execute(f"SELECT * FROM promotions WHERE id IN ({marks})", chunk)
+            found.update((int(row["id"]), promotion_from_row(row)) for row in rows)
+        return [found[promotion_id] for promotion_id in ids]
 
     def record_failure(self, promotion: Promotion, error: str, retry_in: timedelta,
                        targets: dict[str, str]) -> Promotion:
         with self.database.transaction() as tx:
-            tx.execute(
+            rows = tx.execute(
                 "UPDATE promotions SET attempts = attempts + 1, last_error = %s, "
-                "next_attempt_at = %s, targets = %s, updated_at = %s WHERE id = %s",
+                "next_attempt_at = %s, targets = %s, updated_at = %s WHERE id = %s RETURNING *",
                 (error[:2000], utc_now() + retry_in, json.dumps(targets), utc_now(),
                  promotion.id),
             )
-            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
         return promotion_from_row(rows[0])
 
     def reject(self, promotion: Promotion, decision: dict[str, Any], reason: str,
                targets: dict[str, str]) -> Promotion:
         """Record the gate's refusal: history row and terminal state together."""
+        return self.reject_many([(promotion, decision, reason, targets)])[0]
+
+    def reject_many(self, refusals: list[tuple[Promotion, dict[str, Any], str, dict[str, str]]]
+                    ) -> list[Promotion]:
+        """:meth:`reject` for many (promotion, decision, reason, targets), in one transaction."""
         with self.database.transaction() as tx:
-            self._history_row(tx, promotion, "reject", reason, None, None)
-            self._advance(tx, promotion, "rejected", decision=decision, targets=targets)
-            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return promotion_from_row(rows[0])
+            self._history(tx, [(promotion, "reject", reason, None, None)
+                               for promotion, _, reason, _ in refusals])
+            return self._advance(tx, [(promotion, "rejected",
+                                       {"decision": decision, "targets": targets})
+                                      for promotion, decision, _, targets in refusals])
 
     def write_config(self, promotion: Promotion, *, action: str, registered_model: str,
-                     serving_name: str, targets: dict[str, str]) -> Promotion:
-        """Point the domain at the promotion's version: config row, history row, state."""
+                     serving_name: str, targets: dict[str, str]
+                     ) -> tuple[Promotion, DomainConfig]:
+        """Point the domain at the promotion's version: config row, history row, state.
+
+        Returns the promotion and the domain's config as they now stand."""
+        return self.write_configs([ConfigWrite(promotion, action, registered_model,
+                                               serving_name, targets)])[0]
+
+    def write_configs(self, writes: list[ConfigWrite]) -> list[tuple[Promotion, DomainConfig]]:
+        """:meth:`write_config` for many promotions, one per domain, in one transaction."""
+        domains = [write.promotion.domain_id for write in writes]
+        if len(set(domains)) != len(domains):
+            raise ValueError("write_configs takes at most one promotion per domain")
         now = utc_now()
         with self.database.transaction() as tx:
-            rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s",
-                              (promotion.domain_id,))
-            current = config_from_row(rows[0]) if rows else None
-            if current and current.registry_version == promotion.registry_version:
-                # Already pointing here (a repeated request): no new row, no history.
-                self._advance(tx, promotion, "config_written", targets=targets)
-                rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-                return promotion_from_row(rows[0])
-            previous = current.registry_version if current else None
-            number = (current.version_number if current else 0) + 1
-            tx.execute(
-                "INSERT INTO domain_configs (domain_id, model_version, registered_model, "
-                "registry_version, previous_registry_version, model_uri, serving_name, "
-                "training_run_id, metrics, version_number, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (domain_id) DO UPDATE SET model_version = excluded.model_version, "
-                "registered_model = excluded.registered_model, "
-                "registry_version = excluded.registry_version, "
-                "previous_registry_version = excluded.previous_registry_version, "
-                "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
-                "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
-                "version_number = excluded.version_number, updated_at = excluded.updated_at",
-                (promotion.domain_id, promotion.model_version, registered_model,
-                 promotion.registry_version, previous, promotion.model_uri, serving_name,
-                 promotion.training_run_id, json.dumps(promotion.metrics), number, now),
-            )
-            self._history_row(tx, promotion, action, promotion.reason, previous, number)
-            self._advance(tx, promotion, "config_written", targets=targets)
-            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion.id,))
-        return promotion_from_row(rows[0])
+            current = self._configs(tx, domains)
+            upserts, history = [], []
+            for write in writes:
+                promotion, config = write.promotion, current.get(write.promotion.domain_id)
+                if config and config.registry_version == promotion.registry_version:
+                    continue  # already pointing here (a repeated request): no row, no history
+                previous = config.registry_version if config else None
+                number = (config.version_number if config else 0) + 1
+                upserts.append((promotion.domain_id, promotion.model_version,
+                                write.registered_model, promotion.registry_version, previous,
+                                promotion.model_uri, write.serving_name,
+                                promotion.training_run_id, json.dumps(promotion.metrics),
+                                number, now))
+                history.append((promotion, write.action, promotion.reason, previous, number))
+            if upserts:
+                tx.execute_many(_UPSERT_CONFIG, upserts)
+                self._history(tx, history)
+            moved = self._advance(tx, [(write.promotion, "config_written",
+                                        {"targets": write.targets}) for write in writes])
+            configs = self._configs(tx, domains)
+        return [(promotion, configs[promotion.domain_id]) for promotion in moved]
 
-    def _history_row(self, tx: Transaction, promotion: Promotion, action: str, reason: str,
-                     previous: int | None, version_number: int | None) -> None:
-        tx.execute(
+    def _configs(self, tx: Transaction, domain_ids: list[str]) -> dict[str, DomainConfig]:
+        found: dict[str, DomainConfig] = {}
+        for chunk in _chunks(domain_ids):
+            marks = ", ".join(["%s"] * len(chunk))
+            rows = tx.execute(f"SELECT * FROM domain_configs WHERE domain_id IN ({marks})",
+                              chunk)
+            found.update((row["domain_id"], config_from_row(row)) for row in rows)
+        return found
+
+    def _history(self, tx: Transaction,
+                 entries: list[tuple[Promotion, str, str, int | None, int | None]]) -> None:
+        """History rows: (promotion, action, reason, previous version, version_number)."""
+        now = utc_now()
+        tx.execute_many(
             "INSERT INTO domain_config_history (domain_id, action, registry_version, "
             "model_version, previous_registry_version, version_number, actor, reason, metrics, "
             "promotion_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (promotion_id, action) DO NOTHING",
-            (promotion.domain_id, action, promotion.registry_version, promotion.model_version,
-             previous, version_number, promotion.actor, reason, json.dumps(promotion.metrics),
-             promotion.id, utc_now()),
+            [(promotion.domain_id, action, promotion.registry_version, promotion.model_version,
+              previous, number, promotion.actor, reason, json.dumps(promotion.metrics),
+              promotion.id, now)
+             for promotion, action, reason, previous, number in entries],
         )
 
     # --- webhook deliveries --------------------------------------------------------

@@ -37,6 +37,11 @@ SQLITE = Dialect("sqlite", "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT")
 class Transaction(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per parameter row (one round trip where the driver can);
+        returns the number of rows changed."""
+        ...
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -67,6 +72,13 @@ class Database:
         """Hold the named lock for the block; yields False if not acquired."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def lock_many(self, names: list[str]) -> Iterator[set[str]]:
+        """Try each named lock without waiting; yields the names held for the block."""
+        with contextlib.ExitStack() as stack:
+            yield {name for name in dict.fromkeys(names)
+                   if stack.enter_context(self.lock(name, blocking=False))}
+
     def close(self) -> None:
         return None
 
@@ -81,12 +93,20 @@ class _SQLiteTransaction:
         self.connection = connection
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        values = [v.isoformat() if isinstance(v, datetime) else v for v in params]
-        cursor = self.connection.execute(sql.replace("%s", "?"), values)
+        cursor = self.connection.execute(sql.replace("%s", "?"), _sqlite_values(params))
         if cursor.description is None:
             return []
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        cursor = self.connection.executemany(sql.replace("%s", "?"),
+                                             [_sqlite_values(row) for row in rows])
+        return cursor.rowcount
+
+
+def _sqlite_values(params: Sequence[Any]) -> list[Any]:
+    return [v.isoformat() if isinstance(v, datetime) else v for v in params]
 
 
 class SQLiteDatabase(Database):
@@ -161,6 +181,10 @@ class _PostgresTransaction:
         self.cursor.execute(sql, tuple(params))
         return list(self.cursor.fetchall()) if self.cursor.description else []
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        self.cursor.executemany(sql, [tuple(row) for row in rows])  # pipelined by psycopg
+        return self.cursor.rowcount
+
 
 class PostgresDatabase(Database):
     """PostgreSQL through a psycopg 3 connection pool, opened on first use."""
@@ -173,6 +197,7 @@ class PostgresDatabase(Database):
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self._pool: Any = None
+        self._schema_name: str | None = None
 
     def _get_pool(self) -> Any:
         if self._pool is None:
@@ -230,8 +255,7 @@ class PostgresDatabase(Database):
             try:
                 # Advisory locks are per database; config stores in different schemas of
                 # one database (separate deployments, parallel test runs) must not share.
-                [(schema,)] = connection.execute("SELECT current_schema()").fetchall()
-                key = _lock_key(f"{schema}/{name}")
+                key = _lock_key(f"{self._schema(connection)}/{name}")
                 acquired = self._advisory(connection, key, blocking, timeout)
                 try:
                     yield acquired
@@ -240,6 +264,33 @@ class PostgresDatabase(Database):
                         connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
             finally:
                 connection.autocommit = False
+
+    @contextlib.contextmanager
+    def lock_many(self, names: list[str]) -> Iterator[set[str]]:
+        # One connection holds them all (a connection per lock would drain the pool).
+        with self._connection() as connection:
+            connection.autocommit = True
+            try:
+                schema = self._schema(connection)
+                keys = {_lock_key(f"{schema}/{name}"): name for name in dict.fromkeys(names)}
+                rows = connection.execute(
+                    "SELECT key, pg_try_advisory_lock(key) FROM unnest(%s::bigint[]) AS key",
+                    (list(keys),)).fetchall()
+                held = [key for key, acquired in rows if acquired]
+                try:
+                    yield {keys[key] for key in held}
+                finally:
+                    if held:
+                        connection.execute("SELECT pg_advisory_unlock(key) FROM "
+                                           "unnest(%s::bigint[]) AS key", (held,))
+            finally:
+                connection.autocommit = False
+
+    def _schema(self, connection: Any) -> str:
+        """The schema this DSN writes to (read once: it is fixed by the DSN's options)."""
+        if self._schema_name is None:
+            [(self._schema_name,)] = connection.execute("SELECT current_schema()").fetchall()
+        return self._schema_name
 
     @staticmethod
     def _advisory(connection: Any, key: int, blocking: bool, timeout: float) -> bool:

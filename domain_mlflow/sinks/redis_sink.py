@@ -51,16 +51,22 @@ class RedisSink:
 
     def publish_config(self, domain_id: str, payload: dict[str, Any], event: str) -> None:
         """SET the domain's key and PUBLISH ``{"event": ..., **payload}`` on the channel."""
-        body = json.dumps(payload, sort_keys=True)
-        message = json.dumps({"event": event, **payload}, sort_keys=True)
+        self.publish_configs([(domain_id, payload, event)])
 
+    def publish_configs(self, changes: list[tuple[str, dict[str, Any], str]]) -> None:
+        """:meth:`publish_config` for many (domain_id, payload, event): one round trip,
+        applied all together (MULTI/EXEC)."""
         def write(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
-            pipe.set(self.key(domain_id), body)
-            pipe.publish(self.channel, message)
+            for domain_id, payload, event in changes:
+                pipe.set(self.key(domain_id), json.dumps(payload, sort_keys=True))
+                pipe.publish(self.channel, json.dumps({"event": event, **payload},
+                                                      sort_keys=True))
             pipe.execute()
 
-        self._call(f"write of {self.key(domain_id)}", write)
+        what = (f"write of {self.key(changes[0][0])}" if len(changes) == 1
+                else f"write of {len(changes)} serving keys")
+        self._call(what, write)
 
     def publish_alert(self, alert: dict[str, Any]) -> None:
         """PUBLISH an alert on ``{prefix}:alerts``."""
