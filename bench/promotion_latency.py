@@ -2,7 +2,7 @@
 
     python bench/promotion_latency.py [--postgres-dsn DSN] [--redis-url URL]
         [--versions 20] [--poll-interval 1.0] [--domains 1000] [--cycle-rounds 1]
-        [--only latency|cycle] [--cycle-store-uri URI]
+        [--only latency|cycle] [--cycle-store-uri URI] [--sqlite-wal]
 
 1. Webhook: a real ``mlflow server`` (SQLite backend) sends ``model_version.created``
    to our receiver; time from ``create_model_version`` returning until the config
@@ -45,6 +45,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="run only the webhook/polling latencies or only the poll cycle")
     parser.add_argument("--cycle-rounds", type=int, default=1,
                         help="poll-cycle rounds, each on fresh stores (medians reported)")
+    parser.add_argument("--sqlite-wal", action="store_true",
+                        help="put the poll cycle's SQLite MLflow store in WAL journal mode")
     parser.add_argument("--cycle-store-uri", default=None,
                         help="MLflow store for the poll cycle (default: a new SQLite file)")
     return parser
@@ -178,14 +180,19 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, fl
     mlflow.set_registry_uri(uri)
     os.environ["POSTGRES_DSN"] = _fresh_schema(args.postgres_dsn)
     client = MlflowClient()
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if path and args.sqlite_wal:
+        client.search_registered_models()  # MLflow creates its tables
+        _sqlite(path, "PRAGMA journal_mode=WAL")  # kept in the file: the twin has it too
     started = time.perf_counter()
     for index in range(args.domains):
         _new_version(client, f"cycle-{index:04d}", index)
     print(f"(set-up: {args.domains} domains registered in {time.perf_counter() - started:.1f}s)")
     twin = None
-    if uri.startswith("sqlite:///"):
+    if path:
         twin = workdir / "floor.db"
-        shutil.copyfile(uri[len("sqlite:///"):], twin)
+        _sqlite(path, "PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
+        shutil.copyfile(path, twin)
     poller = Poller(build_promoter(load_settings(), role="poller"))
     started = time.perf_counter()
     report = poller.poll_once()
@@ -204,6 +211,16 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, fl
               f"cannot do without: {floor:.2f}s (our own work in the cycle: "
               f"{elapsed - floor:.2f}s)")
     return elapsed, nothing_new, floor
+
+
+def _sqlite(path: str, statement: str) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(statement).fetchall()
+    finally:
+        connection.close()
 
 
 def registry_floor(uri: str) -> float:
