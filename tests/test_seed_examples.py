@@ -350,7 +350,9 @@ def test_dashboard_usage_serves_the_api_on_port_8085(tmp_path, isolated_mlflow):
         body = None
         for _ in range(240):
             try:
-                reply = requests.get("http://127.0.0.1:8085/api/metrics", timeout=2)
+                # Connecting fails fast until it listens; the first answer reads the whole
+                # store (a cold snapshot), which on a busy machine takes seconds.
+                reply = requests.get("http://127.0.0.1:8085/api/metrics", timeout=(2, 60))
             except requests.ConnectionError:
                 assert process.poll() is None, process.stdout.read().decode()
                 time.sleep(0.25)
@@ -359,7 +361,7 @@ def test_dashboard_usage_serves_the_api_on_port_8085(tmp_path, isolated_mlflow):
             break
         assert body is not None, "the dashboard never answered on 8085"
         assert body["domains"] == []
-        assert requests.get("http://127.0.0.1:8085/healthz", timeout=2).json()["status"] == "ok"
+        assert requests.get("http://127.0.0.1:8085/healthz", timeout=10).json()["status"] == "ok"
     finally:
         process.terminate()
         process.wait(timeout=30)
