@@ -95,9 +95,7 @@ class ConfigStore:
     # --- domain configs -----------------------------------------------------------
 
     def get_config(self, domain_id: str) -> DomainConfig | None:
-        with self.database.transaction() as tx:
-            rows = tx.execute("SELECT * FROM domain_configs WHERE domain_id = %s", (domain_id,))
-        return config_from_row(rows[0]) if rows else None
+        return self.get_configs([domain_id]).get(domain_id)
 
     def get_configs(self, domain_ids: list[str]) -> dict[str, DomainConfig]:
         """The configs of these domains (those that have one), by domain id."""
