@@ -102,7 +102,7 @@ def _wait_live(promoter: Any, domain: str, model_version: str, timeout: float = 
     while time.perf_counter() - started < timeout:
         config = promoter.store.get_config(domain)
         if config and config.model_version == model_version:
-            value = promoter.redis.get(domain)
+            value = promoter.targets.redis.get(domain)
             if value and value["model_version"] == model_version:
                 return time.perf_counter() - started
         time.sleep(0.005)

@@ -2,7 +2,8 @@
 
 ``GET /api/metrics[?days=N]``, ``GET /api/metrics?domain_id=ID[&days=N]``,
 ``GET /api/domains/<ID>/history`` and ``GET /healthz``. Bad input is a 400, an unknown
-domain a 404, another method a 405; every answer is JSON.
+domain a 404, another method a 405; every answer is JSON. Without a config store the
+metrics answer 200 with ``store_note`` set: nothing is created to answer.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def api_blueprint(collector: DomainMetricsCollector) -> Blueprint:
             "generated_at": utc_now().isoformat(),
             "time_window_days": days or collector.settings.metrics_time_window_days,
             "domains": [collector.domain_summary(d, days) for d in collector.domain_ids(days)],
+            **collector.store_status(days),
         })
 
     @api.get("/api/domains/<path:domain_id>/history")

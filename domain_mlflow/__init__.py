@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from domain_mlflow.pipeline import TrainingPipeline
     from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
     from domain_mlflow.training.config import TrainingConfig
-    from domain_mlflow.training.trainer import DomainTrainer
+    from domain_mlflow.workflow import DomainTrainer
 
 __version__ = "0.1.0"
 
@@ -28,7 +28,7 @@ _LAZY = {
     "DomainClient": "domain_mlflow.metrics.telemetry",
     "DomainDashboard": "dash_app.dashboard",
     "DomainMetricsCollector": "domain_mlflow.metrics.collector",
-    "DomainTrainer": "domain_mlflow.training.trainer",
+    "DomainTrainer": "domain_mlflow.workflow",
     "TrainingConfig": "domain_mlflow.training.config",
     "TrainingPipeline": "domain_mlflow.pipeline",
 }

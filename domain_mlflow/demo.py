@@ -33,7 +33,7 @@ def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
     everything landed."""
     from mlflow.tracking import get_tracking_uri
 
-    from domain_mlflow.training.trainer import DomainTrainer
+    from domain_mlflow.workflow import DomainTrainer
 
     settings = settings or load_settings()
     folder = Path(data_dir) if data_dir else examples_dir()

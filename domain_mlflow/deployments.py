@@ -30,9 +30,11 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from domain_mlflow.exceptions import ConfigError, DomainMlflowError, InvalidDomainIdError
-from domain_mlflow.naming import validate_domain_id
-from domain_mlflow.settings import load_settings, redact_url
-from domain_mlflow.sinks.localai import LocalAIClient, LocalAISink, merged_model_fetcher
+from domain_mlflow.naming import serving_name, validate_domain_id
+from domain_mlflow.services import Services
+from domain_mlflow.settings import redact_url
+from domain_mlflow.sinks.localai import LocalAIClient, LocalAISink
+from domain_mlflow.sinks.targets import ServingTargets
 
 TARGET = "localai"
 FLAVOR = "transformers"  # the LocalAI backend that loads the merged model
@@ -172,7 +174,8 @@ class LocalAIDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         with _as_mlflow_errors():
-            self.settings = load_settings()
+            self.services = Services.from_settings()
+        self.settings = self.services.settings
         self.localai_url = localai_url(target_uri, self.settings.localai_url)
         self.localai = LocalAIClient(self.localai_url, self.settings.localai_api_key,
                                      timeout=self.settings.localai_timeout_seconds)
@@ -228,12 +231,12 @@ class LocalAIDeploymentClient(BaseDeploymentClient):
         _check_arguments(name, None, None, endpoint)
         with _as_mlflow_errors():
             target, served = self._deployment(name, changing=False)
-        weights = _weights_of(served)
+        weights = LocalAISink.weights_of(served)
         return {
             "name": name,
             "flavor": FLAVOR,
             "model_version": target,
-            "domain_id": weights.split("/", 1)[0] if "/" in weights else None,
+            "domain_id": LocalAISink.domain_of_config(served),
             "backend": served.get("backend"),
             "weights": weights or None,
             "localai_url": redact_url(self.localai_url),
@@ -261,20 +264,18 @@ class LocalAIDeploymentClient(BaseDeploymentClient):
 
     def _deploy(self, name: str, model_uri: str, replaced_version: str | None
                 ) -> dict[str, Any]:
-        from mlflow.tracking import MlflowClient
-
-        registry = MlflowClient()
-        version = resolve_model_uri(model_uri, registry)
+        registry = self.services.registry
+        version = resolve_model_uri(model_uri, registry.client)
         if name == version.model_version:
             raise MlflowException(
                 f"deployment name {name!r} is the name of the version's own LocalAI config; "
                 "choose another name", INVALID_PARAMETER_VALUE)
-        if name == version.domain_id:
+        if name == serving_name(version.domain_id):
             raise _owned_by_promotion(name)
-        sink = LocalAISink(self.localai, self._models_dir())
-        sink.export(version.domain_id, version.model_version,
-                    merged_model_fetcher(version.run_id, registry.tracking_uri))
-        sink.switch(name, version.domain_id, version.model_version, replaced_version)
+        # LocalAI alone: the plugin never writes the config store, Redis or the alias.
+        targets = ServingTargets(registry, localai=LocalAISink(self.localai, self._models_dir()))
+        targets.serve(name, version.domain_id, version.model_version, version.run_id,
+                      replaced_version)
         return {
             "name": name,
             "flavor": FLAVOR,
@@ -299,7 +300,8 @@ class LocalAIDeploymentClient(BaseDeploymentClient):
             raise _not_a_deployment(name)
         target = str(existing["alias"])
         served = self.localai.model_config(target) or {}
-        if changing and _weights_of(served).split("/", 1)[0] == name:
+        domain = LocalAISink.domain_of_config(served)
+        if changing and domain is not None and serving_name(domain) == name:
             raise _owned_by_promotion(name)
         return target, served
 
@@ -402,11 +404,6 @@ def _check_safe_name(value: Any, what: str) -> None:
     except InvalidDomainIdError as error:
         raise MlflowException(f"{what} is not usable as a LocalAI name: {error}",
                               INVALID_PARAMETER_VALUE) from None
-
-
-def _weights_of(config: dict[str, Any]) -> str:
-    """``parameters.model`` of a versioned config: ``<domain_id>/<model_version>``."""
-    return str((config.get("parameters") or {}).get("model") or "")
 
 
 def _owned_by_promotion(name: str) -> MlflowException:

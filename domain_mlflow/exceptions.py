@@ -79,7 +79,15 @@ class ConfigStoreError(DomainMlflowError):
 
 
 class SinkError(DomainMlflowError):
-    """A serving target (Redis, LocalAI) failed; the promotion stays pending and is retried."""
+    """A serving target (Redis, LocalAI) failed; the promotion stays pending and is retried.
+
+    ``status`` is the HTTP status the target answered, or None when there was no
+    answer (connection refused, timeout) or the target does not speak HTTP.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PromotionError(DomainMlflowError):

@@ -71,7 +71,29 @@ class GateDecision:
             "reasons": list(self.reasons),
             "checks": [asdict(check) for check in self.checks],
             "thresholds": self.thresholds.as_dict(),
+            "champion_checked": self.champion_checked,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
+        """The decision :meth:`to_dict` wrote (as the config store keeps it)."""
+        return cls(
+            passed=bool(data["passed"]),
+            reasons=tuple(data.get("reasons", ())),
+            checks=tuple(GateCheck(**check) for check in data.get("checks", ())),
+            thresholds=Thresholds(**data.get("thresholds", {})),
+            champion_checked=bool(data.get("champion_checked", False)),
+        )
+
+    def refused(self, reason: str) -> GateDecision:
+        """This decision with one more reason to refuse (a rule outside the thresholds)."""
+        return replace(self, passed=False, reasons=(*self.reasons, reason))
+
+    def combined(self, other: GateDecision, label: str) -> GateDecision:
+        """Both decisions must pass; ``other``'s reasons are prefixed with ``label``."""
+        extra = tuple(f"{label}: {reason}" for reason in other.reasons)
+        return replace(self, passed=self.passed and other.passed,
+                       reasons=(*self.reasons, *extra), checks=(*self.checks, *other.checks))
 
 
 def as_number(value: Any) -> float | None:
@@ -122,14 +144,19 @@ def decide(
     metrics: Mapping[str, Any],
     thresholds: Thresholds,
     champion: Mapping[str, Any] | None = None,
+    *,
+    only_given: bool = False,
 ) -> GateDecision:
     """Check every gated metric; a missing or NaN metric fails its check.
 
     With ``champion`` (the production version's metrics), the version must also
-    not be less accurate than production.
+    not be less accurate than production. ``only_given``: check only the gated
+    metrics that ``metrics`` names (a caller's extra restrictions); a named one that
+    is None or NaN still fails.
     """
     limits = thresholds.as_dict()
-    checks = [_check(metric, metrics.get(metric), limits[metric]) for metric in GATED_METRICS]
+    names = [m for m in GATED_METRICS if m in metrics] if only_given else list(GATED_METRICS)
+    checks = [_check(metric, metrics.get(metric), limits[metric]) for metric in names]
     champion_check = _champion_check(metrics, champion) if champion else None
     if champion_check:
         checks.append(champion_check)

@@ -53,3 +53,11 @@ def model_version(domain_id: str, at: datetime) -> str:
 
 def registered_model_name(domain_id: str) -> str:
     return REGISTERED_MODEL_PREFIX + validate_domain_id(domain_id)
+
+
+def serving_name(domain_id: str) -> str:
+    """The stable name clients use for a domain's production model in LocalAI.
+
+    Each version is also served under its own ``model_version`` string, which
+    ``DomainClient`` calls so that what it records is what answered."""
+    return domain_id

@@ -189,7 +189,7 @@ class _PipelineRun:
         if not self.settings.enable_domain_training:
             return _skipped("ENABLE_DOMAIN_TRAINING is not true", should_deploy=False,
                             deployment=None, domains={})
-        from domain_mlflow.training.trainer import DomainTrainer
+        from domain_mlflow.workflow import DomainTrainer
 
         trainer = DomainTrainer(settings=self.settings)
         domains: dict[str, dict[str, Any]] = {}

@@ -8,7 +8,9 @@ gate thresholds live in its tags ``threshold.accuracy``, ``threshold.latency_ms`
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -187,3 +189,52 @@ def move_production_alias(client: MlflowClient, domain_id: str, version: int,
         writer.set_model_version_tag(name, str(replaced), STAGE_TAG, "archived")
     writer.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
     writer.set_model_version_tag(name, str(version), STAGE_TAG, "production")
+
+
+THRESHOLD_CACHE_SECONDS = 10.0
+
+
+class DomainRegistry:
+    """The registry of one process: its MlflowClient and each domain's thresholds, cached
+    briefly (a changed ``threshold.*`` tag applies within THRESHOLD_CACHE_SECONDS)."""
+
+    def __init__(self, client: MlflowClient, defaults: Thresholds) -> None:
+        self.client = client
+        self.defaults = defaults
+        self._thresholds: dict[str, tuple[float, Thresholds]] = {}
+
+    def thresholds(self, domain_id: str) -> Thresholds:
+        cached = self._thresholds.get(domain_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        return self._remember(domain_id, domain_thresholds(self.client, domain_id, self.defaults))
+
+    def prime_thresholds(self, domain_id: str, tags: Mapping[str, str]) -> None:
+        """Fill the cache from registered-model tags already fetched (the poller's search)."""
+        where = f"registered model {registered_model_name(domain_id)!r}"
+        self._remember(domain_id, self.defaults.with_overrides(threshold_overrides(tags, where)))
+
+    def _remember(self, domain_id: str, value: Thresholds) -> Thresholds:
+        self._thresholds[domain_id] = (time.monotonic() + THRESHOLD_CACHE_SECONDS, value)
+        return value
+
+    def version(self, domain_id: str, version: int | str) -> ModelVersion:
+        return get_domain_version(self.client, domain_id, version)
+
+    def version_of_run(self, domain_id: str, training_run_id: str) -> ModelVersion | None:
+        """The newest version tagged with ``training_run_id``, or None."""
+        if "'" in training_run_id or "\\" in training_run_id:
+            return None  # our run ids never hold quotes; nothing can match
+        found = self.client.search_model_versions(
+            f"name = '{registered_model_name(domain_id)}' "
+            f"AND tags.training_run_id = '{training_run_id}'")
+        return max(found, key=lambda v: int(v.version), default=None)
+
+    def model(self, domain_id: str) -> Any | None:
+        """The domain's registered model (tags, aliases), or None when there is none."""
+        try:
+            return self.client.get_registered_model(registered_model_name(domain_id))
+        except MlflowException as error:
+            if _is(error, RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise

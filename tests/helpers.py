@@ -64,3 +64,28 @@ def lock_held_elsewhere(database: Any, name: str, release_after: float | None = 
     finally:
         release.set()
         thread.join()
+
+
+def open_promotion(version: Any, error: str) -> Any:
+    """An unfinished promotion of registry ``version`` (as ``register_domain_version``
+    returns it), written straight to the environment's config store: approved, with one
+    failed attempt that says ``error``."""
+    from datetime import timedelta
+
+    from domain_mlflow.settings import load_settings
+    from domain_mlflow.sinks.config_store import ConfigStore
+
+    store = ConfigStore.from_settings(load_settings())
+    try:
+        promotion, created = store.create_promotion(
+            request_key=f"test-in-flight:{version.name}:{version.version}",
+            domain_id=version.tags["domain_id"], registry_version=int(version.version),
+            kind="promote", actor="test", reason="in flight", metrics={},
+            model_version=version.tags["model_version"], model_uri=version.source,
+            run_id=version.run_id, targets={},
+        )
+        assert created
+        promotion = store.advance(promotion, "approved")
+        return store.record_failure(promotion, error, timedelta(minutes=5), promotion.targets)
+    finally:
+        store.close()

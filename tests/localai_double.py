@@ -1,4 +1,22 @@
-"""A test double of the LocalAI v4.9 HTTP server; § numbers cite /work/localai_spec.md."""
+"""A test double of the LocalAI HTTP server as released in v4.9.0 (github.com/mudler/LocalAI).
+
+Each handler's docstring names the LocalAI function it follows; the files, under that tag:
+
+- routes: core/http/routes/localai.go, openai.go, ui_api.go, health.go
+- errors: core/http/app.go (the HTTPErrorHandler), core/http/render.go (notFoundHandler)
+- keys: core/http/auth/middleware.go, core/http/auth/public_routes.go
+- listing: core/http/endpoints/openai/list.go, core/services/galleryop/list_models.go
+- configs: core/http/endpoints/localai/import_model.go, edit_model.go, config_meta.go,
+  core/services/modeladmin/config.go, core/config/model_config.go, model_config_loader.go
+- deletion jobs: core/http/endpoints/localai/gallery.go, core/services/galleryop/enqueue.go,
+  service.go, models.go, operation.go, managers_local.go, core/gallery/models.go
+- loading and inference: core/http/middleware/request.go, core/http/endpoints/openai/
+  completion.go and chat.go, core/http/endpoints/localai/backend_monitor.go, pkg/model/loader.go
+
+Not modelled: GET /api/models/config-json answers the YAML as written, where LocalAI
+answers the loaded ModelConfig with its defaults filled in; PATCH merges every mapping,
+where patchMerge replaces the map-valued fields (roles, ...) whole; no gallery installs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +25,7 @@ import copy
 import hmac
 import json
 import os
+import queue
 import re
 import threading
 import time
@@ -39,7 +58,9 @@ class Reply(Exception):
 
 
 def error(code: int, message: str, kind: str = "", echo: bool = False, **extra: Any) -> Reply:
-    """The generic error body (§0); echo=True: Echo's "code=N, message=..", 404s rewritten."""
+    """schema.ErrorResponse, as the HTTPErrorHandler in core/http/app.go writes a handler's
+    error; echo=True: an echo.HTTPError ("code=N, message=.."), and a 404 answered by
+    notFoundHandler (core/http/render.go) instead."""
     if echo:
         message = "Resource not found" if code == 404 else f"code={code}, message={message}"
     return Reply(code, {"error": {"code": code, "message": message, "type": kind}}, **extra)
@@ -51,7 +72,8 @@ def params(cfg: Json) -> Json:
 
 
 def validate(cfg: Json, configs: dict[str, Json] | None = None) -> str | None:
-    """ModelConfig.Validate() (§10), plus ValidateAliasTarget when `configs` is given."""
+    """ModelConfig.Validate (core/config/model_config.go), plus ValidateAliasTarget
+    (core/config/model_config_loader.go) when `configs` is given."""
     name, alias = str(cfg.get("name") or ""), str(cfg.get("alias") or "")
     backend, weights = str(cfg.get("backend") or ""), str(params(cfg).get("model") or "")
     if alias and alias == name:
@@ -72,11 +94,27 @@ def validate(cfg: Json, configs: dict[str, Json] | None = None) -> str | None:
 
 
 def deep_merge(dst: Json, src: Json) -> Json:
-    """patchMerge (§7): nested mappings merge key by key, anything else replaces."""
+    """patchMerge (core/services/modeladmin/config.go): mappings merge key by key, anything
+    else replaces."""
     for key, value in src.items():
         both = isinstance(value, dict) and isinstance(dst.get(key), dict)
         dst[key] = deep_merge(dst[key], value) if both else value
     return dst
+
+
+def op_status(*, deletion: bool = False, error: str = "", processed: bool = False,
+              message: str = "", progress: int = 0, phase: str = "", element: str = "",
+              cancellable: bool = False) -> Json:
+    """A gallery job's galleryop.OpStatus as its MarshalJSON writes it (operation.go)."""
+    status: Json = {"deletion": deletion, "file_name": ""}
+    if error:
+        status["error"] = error
+    status.update({"processed": processed, "message": message, "progress": progress})
+    if phase:
+        status["phase"] = phase
+    status.update({"file_size": "", "downloaded_size": "", "gallery_element_name": element,
+                   "cancelled": False, "cancellable": cancellable})
+    return status
 
 
 def text_of(content: Any) -> str:
@@ -86,21 +124,29 @@ def text_of(content: Any) -> str:
 
 
 class LocalAIDouble:
-    """An in-process LocalAI v4.9 server on loopback, with fault injection for tests."""
+    """An in-process LocalAI v4.9.0 server on loopback, with fault injection for tests.
+
+    Gallery jobs (deletions) run in the background, one at a time, each `job_delay`
+    seconds after it was enqueued at the earliest.
+    """
 
     def __init__(self, models_dir: Path, api_keys: list[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, job_delay: float = 0.05) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"the double binds to loopback only, not {host}")
         self.models_dir = Path(models_dir).absolute()
         self.api_keys = [k for k in api_keys or [] if k]
         self.host, self.port, self.url = host, port, ""
+        self.job_delay = job_delay
         self.configs: dict[str, Json] = {}
         self.loaded: dict[str, Json] = {}  # ModelID -> {"folder": Path, "config": snapshot}
         self.requests: list[Json] = []
         self._files: dict[str, Path] = {}
         self._fail: dict[str, list[int]] = {}
         self._hang: dict[str, float] = {}
+        self._jobs: dict[str, Json] = {}  # job uuid -> OpStatus
+        self._queue: queue.Queue[tuple[str, str, float] | None] = queue.Queue()
+        self._stopped = threading.Event()
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._routes: list[tuple[str, str, Any]] = [
@@ -110,15 +156,20 @@ class LocalAIDouble:
             ("POST", r"/models/reload", self._reload),
             ("POST", r"(/v1)?/backend/shutdown", self._shutdown),
             ("POST", r"/models/delete/(?P<name>[^/]+)", self._delete),
+            ("GET", r"/models/jobs/(?P<name>[^/]+)", self._job),
+            ("GET", r"/models/jobs", self._all_jobs),
             ("GET", r"/api/models/config-json/(?P<name>[^/]+)", self._get_config),
             ("PATCH", r"/api/models/config-json/(?P<name>[^/]+)", self._patch),
             ("POST", r"(/v1)?(/chat)?/completions", self._inference),
         ]
 
     def start(self) -> LocalAIDouble:
-        """Load every config in models_dir, as LocalAI does at startup (§11), then serve."""
+        """Load every config in models_dir, as startup does (core/application/startup.go:
+        LoadModelConfigsFromPath), start the gallery worker, then serve."""
         with self._lock:
             self._load_dir()
+        self._stopped.clear()
+        threading.Thread(target=self._gallery_worker, daemon=True).start()
         handler = type("Handler", (_Handler,), {"double": self})
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads, self._server.block_on_close = True, False
@@ -127,7 +178,10 @@ class LocalAIDouble:
         return self
 
     def stop(self) -> None:
+        """Stop serving; jobs still queued never run."""
         self.clear_faults()  # wakes hung requests
+        self._stopped.set()
+        self._queue.put(None)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -155,7 +209,8 @@ class LocalAIDouble:
             self._hang.clear()
 
     def model_names(self) -> list[str]:
-        """The config names (aliases included) that GET /v1/models lists, sorted (§2)."""
+        """The config names (aliases included) the loader holds, sorted: what ListModels
+        (core/services/galleryop/list_models.go) lists before the loose files."""
         with self._lock:
             return sorted(self.configs)
 
@@ -164,7 +219,8 @@ class LocalAIDouble:
             return copy.deepcopy(self.configs.get(name))
 
     def loaded_folder(self, name: str) -> Path | None:
-        """Weights folder of the backend serving `name`, through one alias hop (§10)."""
+        """Weights folder of the backend serving `name`, through one alias hop
+        (ModelConfigLoader.ResolveAlias, core/config/model_config_loader.go)."""
         with self._lock:
             cfg = self.configs.get(name) or {"name": name}
             cfg = self.configs.get(str(cfg.get("alias")), cfg) if cfg.get("alias") else cfg
@@ -176,7 +232,8 @@ class LocalAIDouble:
             return [r for r in self.requests if r["path"].startswith(path_prefix or "")]
 
     def _read_into(self, path: Path, first_only: bool = False) -> None:
-        """readModelConfigsFromFile + Validate (§4): a list or one config; invalid skipped."""
+        """readModelConfigsFromFile + Validate (core/config/model_config_loader.go): a list or
+        one config; invalid ones skipped; first_only: ReadModelConfig, the lazy read."""
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -188,13 +245,15 @@ class LocalAIDouble:
                 self.configs[name], self._files[name] = cfg, path
 
     def _load_dir(self) -> None:
-        """LoadModelConfigsFromPath (§4): non-recursive *.yaml/*.yml, no dotfiles, merge-only."""
+        """LoadModelConfigsFromPath (core/config/model_config_loader.go): non-recursive
+        *.yaml/*.yml, no dotfiles, additive (a config whose file is gone stays)."""
         for path in sorted(self.models_dir.iterdir()):
             if path.suffix.lower() in (".yaml", ".yml") and not path.name.startswith("."):
                 self._read_into(path)
 
     def _list(self, rx: re.Pattern[str] | None, skip_configured: bool) -> list[str]:
-        """ListModels (§2): config names, then loose non-directory files in name order."""
+        """ListModels (core/services/galleryop/list_models.go): config names, then the loose
+        non-directory files in name order (ModelLoader.ListFilesInModelPath)."""
         cfgs = [(n, c) for n, c in sorted(self.configs.items()) if rx is None or rx.search(n)]
         skip = {str(params(c).get("model") or "") for _, c in cfgs} if skip_configured else set()
         names = [n for n, _ in cfgs]
@@ -206,7 +265,8 @@ class LocalAIDouble:
         return names
 
     def _dispatch(self, method: str, target: str, headers: Any, raw: bytes) -> Reply:
-        """Log, authenticate (§1), inject faults, route; anything else is a 404 (§0)."""
+        """Log, authenticate (core/http/auth/middleware.go; public_routes.go names the routes
+        that need no key), inject faults, route; anything else is notFoundHandler's 404."""
         url = urlsplit(target)
         with self._lock:
             self.requests.append({"method": method, "path": target, "headers": dict(headers),
@@ -234,7 +294,8 @@ class LocalAIDouble:
             return reply
 
     def _authorized(self, headers: Any) -> bool:
-        """extractKey (§1): only the first non-empty source counts; constant-time compare."""
+        """extractKey + isValidLegacyKey (core/http/auth/middleware.go): only the first
+        non-empty source counts; constant-time compare."""
         auth = str(headers.get("Authorization") or "")
         key = auth[7:] if auth.startswith("Bearer ") else auth or str(
             headers.get("x-api-key") or headers.get("xi-api-key") or "")
@@ -254,7 +315,8 @@ class LocalAIDouble:
             raise error(slot[0], responses.get(slot[0], "Error"), echo=True)
 
     def _list_models(self, r: Any) -> Reply:
-        """GET /v1/models (§2): unanchored `filter`, `excludeConfigured` defaults to true."""
+        """GET /v1/models: ListModelsEndpoint (core/http/endpoints/openai/list.go), unanchored
+        `filter`, `excludeConfigured` defaults to true (SKIP_IF_CONFIGURED)."""
         try:
             rx = re.compile(r.query["filter"]) if r.query.get("filter") else None
         except re.error as exc:
@@ -264,7 +326,8 @@ class LocalAIDouble:
         return Reply(200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
 
     def _import(self, r: Any) -> Reply:
-        """POST /models/import (§3): JSON/YAML config, validate, write <name>.yaml, reload."""
+        """POST /models/import: ImportModelEndpoint (core/http/endpoints/localai/
+        import_model.go): JSON/YAML config, validate, write <name>.yaml, reload."""
         def fail(status: int, message: str) -> Reply:
             return Reply(status, {"success": False, "message": "", "error": message})
         if not r.raw:
@@ -296,40 +359,126 @@ class LocalAIDouble:
                            "filename": path.name})
 
     def _reload(self, r: Any) -> Reply:
-        """POST /models/reload (§4): merge-only; never removes names, never unloads."""
+        """POST /models/reload: ReloadModelsEndpoint (core/http/endpoints/localai/
+        edit_model.go): additive; never removes names, never unloads."""
         with self._lock:
             self._load_dir()
         return Reply(200, {"success": True,
                            "message": "Model configurations reloaded successfully"})
 
     def _shutdown(self, r: Any) -> Reply:
-        """POST /backend/shutdown (§5, v4.8+): keyed by ModelID; aliases are not resolved."""
+        """POST /backend/shutdown: BackendShutdownEndpoint (core/http/endpoints/localai/
+        backend_monitor.go, 4.8+), ModelLoader.ShutdownModel keyed by model ID, so an alias
+        is not resolved; "not loaded" is a 404, which notFoundHandler answers."""
         if not isinstance(r.body, dict):
             return error(400, f"Syntax error: {r.body}", echo=True)
         if not r.body.get("model"):
             return error(400, "model is required", echo=True)
+        model = str(r.body["model"])
         with self._lock:
-            if self.loaded.pop(str(r.body["model"]), None) is None:
-                return error(404, "model is not loaded", echo=True)
+            if self.loaded.pop(model, None) is None:
+                return error(404, f"model {q(model)} is not loaded on this instance or on any "
+                             "worker node", echo=True)
         return Reply(200, {"message": "model stopped"})
 
     def _delete(self, r: Any) -> Reply:
-        """POST /models/delete/:name (§6): drop the config, shut down, remove <name>.yaml."""
-        op, path = str(uuid.uuid1()), Path(os.path.normpath(self.models_dir / f"{r.name}.yaml"))
+        """POST /models/delete/:name: DeleteModelGalleryEndpoint (core/http/endpoints/localai/
+        gallery.go). EnqueueModelOp (enqueue.go) gives the job a "queued" status and hands it
+        to the worker; the config leaves memory at once (RemoveModelConfig), its YAML only
+        when the job runs, so a lazy read or a reload meanwhile brings it back."""
+        op = str(uuid.uuid1())
         with self._lock:
+            self._set_job(op, message="queued", phase="queued", element=r.name, deletion=True,
+                          cancellable=True)
             self.configs.pop(r.name, None)
-            self.loaded.pop(r.name, None)
-            if self.models_dir in path.parents and path.is_file():
-                path.unlink()
-        return Reply(200, {"uuid": op, "status": f"{self.url}/models/jobs/{op}"})
+        self._queue.put((op, r.name, time.monotonic() + self.job_delay))
+        host = r.headers.get("Host") or urlsplit(self.url).netloc  # middleware.BaseURL
+        return Reply(200, {"uuid": op, "status": f"http://{host}/models/jobs/{op}"})
+
+    def _job(self, r: Any) -> Reply:
+        """GET /models/jobs/:uuid: GetOpStatusEndpoint (gallery.go); an id without a status is
+        a plain error, a 500 from the HTTPErrorHandler."""
+        with self._lock:
+            status = copy.deepcopy(self._jobs.get(r.name))
+        return Reply(200, status) if status else error(500, "could not find any status for ID")
+
+    def _all_jobs(self, r: Any) -> Reply:
+        """GET /models/jobs: GetAllStatusEndpoint (gallery.go), every job's status by id."""
+        with self._lock:
+            return Reply(200, copy.deepcopy(self._jobs))
+
+    def _set_job(self, op: str, **fields: Any) -> None:
+        """GalleryService.UpdateStatus (service.go): a new status replaces the old one, but a
+        job that was a deletion stays one."""
+        status, previous = op_status(**fields), self._jobs.get(op)
+        status["deletion"] = status["deletion"] or bool(previous and previous["deletion"])
+        self._jobs[op] = status
+
+    def _gallery_worker(self) -> None:
+        """GalleryService.Start (service.go): one job at a time, in the order enqueued."""
+        while (job := self._queue.get()) is not None:
+            op, name, due = job
+            if self._stopped.wait(max(0.0, due - time.monotonic())):
+                return
+            self._run_deletion(op, name)
+
+    def _run_deletion(self, op: str, name: str) -> None:
+        """modelHandler (core/services/galleryop/models.go) for a deletion: DeleteModel
+        (managers_local.go: ShutdownModel, its failure only logged, then
+        DeleteModelFromSystem), then an additive reload; an error fails the job (Start's
+        updateError)."""
+        with self._lock:
+            self._set_job(op, message=f"processing model: {name}")
+            self.loaded.pop(name, None)
+            problem = self._delete_from_disk(name)
+            if problem:
+                self._set_job(op, processed=True, error=problem, message=f"error: {problem}")
+                return
+            self._load_dir()  # v4.9.0: a config re-read while the job waited stays listed
+            self._set_job(op, deletion=True, processed=True, element=name, message="completed",
+                          progress=100)
+
+    def _model_files(self, name: str) -> set[Path]:
+        """listModelFiles (core/gallery/models.go): the weights and mmproj <name>.yaml names,
+        and its ._gallery_ file."""
+        try:
+            cfg = yaml.safe_load((self.models_dir / f"{name}.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            cfg = None
+        cfg = cfg if isinstance(cfg, dict) else {}
+        named = [str(params(cfg).get("model") or "") if not cfg.get("artifacts") else "",
+                 str(cfg.get("mmproj") or ""), f"._gallery_{name}.yaml"]
+        return {self.models_dir / file for file in named if file}
+
+    def _delete_from_disk(self, name: str) -> str | None:
+        """DeleteModelFromSystem (core/gallery/models.go): remove the files no other YAML
+        names (os.Remove: a non-empty folder stays, and that is only logged), then
+        <name>.yaml, whose failure is the job's error (Go's PathError text)."""
+        others: set[Path] = set()
+        for path in self.models_dir.iterdir():
+            if (path.suffix in (".yaml", ".yml") and not path.name.startswith("._gallery_")
+                    and path.name not in (f"{name}.yaml", f"{name}.yml") and not path.is_dir()):
+                others |= self._model_files(path.stem)
+        for path in sorted(self._model_files(name) - others):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        config_file = self.models_dir / f"{name}.yaml"
+        try:
+            config_file.unlink()
+        except OSError as exc:
+            return f"remove {config_file}: {(exc.strerror or str(exc)).lower()}"
+        return None
 
     def _get_config(self, r: Any) -> Reply:
-        """GET /api/models/config-json/:name (§7)."""
+        """GET /api/models/config-json/:name (core/http/routes/ui_api.go): the loader's config
+        (no lazy read), or a 404."""
         cfg = self.config(r.name)
         return Reply(200, cfg) if cfg else Reply(404, {"error": "model configuration not found"})
 
     def _patch(self, r: Any) -> Reply:
-        """PATCH /api/models/config-json/:name (§7): deep-merge into the YAML on disk."""
+        """PATCH /api/models/config-json/:name: PatchConfigEndpoint (core/http/endpoints/
+        localai/config_meta.go) and ConfigService.PatchConfig (core/services/modeladmin/
+        config.go): deep-merge into the YAML on disk, validate, write, reload."""
         if not r.raw or not isinstance(r.body, dict) or not r.body:
             fail = "request body is empty" if isinstance(r.body, dict) else "invalid JSON: "
             fail += "" if isinstance(r.body, dict) else str(r.body)
@@ -350,7 +499,9 @@ class LocalAIDouble:
         return Reply(200, {"success": True, "message": f"Model '{r.name}' updated successfully"})
 
     def _resolve(self, model: str) -> Json:
-        """SetModelAndConfig (§9, §10): lazy <name>.yaml, existence check, one alias hop."""
+        """RequestExtractor.SetModelAndConfig (core/http/middleware/request.go): the lazy
+        <name>.yaml read (LoadModelConfigFileByName, which puts it back in the loader),
+        CheckIfModelExists, one alias hop (ResolveAlias)."""
         with self._lock:
             lazy = self.models_dir / f"{model.lstrip('/')}.yaml"
             if model not in self.configs and lazy.is_file():
@@ -373,7 +524,8 @@ class LocalAIDouble:
             return copy.deepcopy(target) if alias else cfg
 
     def _load(self, cfg: Json) -> Path:
-        """loadModel (§11): cached by ModelID only, so a loaded backend keeps its weights."""
+        """ModelLoader.LoadModel (pkg/model/loader.go): cached by model ID only, so a loaded
+        backend keeps its weights; a failure is "could not load model" (initializers.go)."""
         key = str(cfg.get("name") or params(cfg).get("model"))
         with self._lock:
             if key not in self.loaded:
@@ -384,10 +536,13 @@ class LocalAIDouble:
             return Path(self.loaded[key]["folder"])
 
     def _inference(self, r: Any) -> Reply:
-        """POST /v1/(chat/)completions (§9): minimal non-streaming OpenAI responses."""
+        """POST /v1/(chat/)completions: CompletionEndpoint and ChatEndpoint (core/http/
+        endpoints/openai/completion.go, chat.go), minimal non-streaming OpenAI responses."""
         if not isinstance(r.body, dict):
             return error(400, f"failed parsing request body: {r.body}", echo=True)
-        with self._lock:  # no model: the first configured one, else "gpt-4o" (§9)
+        # No model: BuildFilteredFirstAvailableDefaultModel, then (completions)
+        # BuildConstantDefaultModelNameMiddleware("gpt-4o"), core/http/routes/openai.go.
+        with self._lock:
             model = str(r.body.get("model") or next(iter(sorted(self.configs)), "gpt-4o"))
         folder = self._load(self._resolve(model)).name
         chat = r.path.endswith("/chat/completions")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.service import build_promoter
 from domain_mlflow.registry import register_version
 from domain_mlflow.settings import load_settings
+from domain_mlflow.sinks.localai import LocalAIClient
+from domain_mlflow.sinks.redis_sink import RedisSink
 from domain_mlflow.training.publish import version_tags
+from tests.helpers import LOCALAI_TEST_KEY
 
 PASSING = {"accuracy": 0.93, "latency_ms": 30.0, "latency_p95_ms": 41.0, "training_loss": 0.2,
            "validation_loss": 0.27, "tokens_per_second": 9000.0}
@@ -59,3 +63,19 @@ def register_domain_version(domain_id: str, metrics: dict[str, float] = PASSING,
 def make_promoter(role: str = "test", **overrides: Any) -> Promoter:
     """A promoter from the environment (see conftest), with keyword overrides."""
     return build_promoter(load_settings(), role=role, **overrides)
+
+
+def assert_everywhere(localai: Any, version: Any, domain: str = "0x5678-SQLAgent") -> None:
+    """Registry alias, config store, Redis and LocalAI all name ``version``."""
+    expected = version.tags["model_version"]
+    client = MlflowClient()
+    promoter = make_promoter()
+    assert str(client.get_registered_model(f"domain.{domain}").aliases["production"]) == \
+        str(version.version)
+    config = promoter.store.get_config(domain)
+    assert (config.model_version, config.registry_version) == (expected, int(version.version))
+    redis_value = RedisSink(os.environ["REDIS_URL"], os.environ["REDIS_KEY_PREFIX"]).get(domain)
+    assert redis_value["model_version"] == expected
+    assert localai.config(domain)["alias"] == expected
+    answer = LocalAIClient(localai.url, LOCALAI_TEST_KEY).complete(domain, "How many orders?")
+    assert answer["choices"][0]["text"].startswith(f"[{expected}]")

@@ -253,8 +253,12 @@ def seed_blocks() -> list[str]:
             for block in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason="the seed document is not beside this checkout")
 def test_the_blocks_here_are_the_seeds_own_with_only_the_import_path_changed():
+    if not SEED.is_file():  # beside every checkout in CI: there, its absence fails
+        message = f"the seed document is not at {SEED}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     assert seed_blocks() == BLOCKS
 
 
@@ -277,8 +281,7 @@ def test_trainer_usage_trains_registers_and_reports_the_pending_deployment(tmp_p
     # registered and its promotion reported as pending with the reason, not lost.
     deployment = results["deployment"]
     assert deployment["deployed"] is False
-    if results["should_deploy"]:
-        assert "LOCALAI_MODELS_DIR" in deployment["reason"]
+    assert "LOCALAI_MODELS_DIR" in deployment["reason"]
 
 
 def test_collector_usage_after_training_reports_performance_trends_and_exports(
@@ -310,9 +313,10 @@ def test_testing_blocks_train_collect_and_refuse_below_the_thresholds(tmp_path, 
     run_block(TEST_TRAINING)
     assert run_block(TEST_METRICS)["metrics"]["performance"]["accuracy"]["newest"] is not None
     result = run_block(TEST_DEPLOYMENT)["result"]
-    # Below the thresholds (two metrics missing): refused, every reason given.
+    # "test-run" names no registered version: nothing to promote, and the reason says so
+    # (the caller's figures may only add restrictions to a version's recorded ones).
     assert result["deployed"] is False
-    assert "training_loss" in result["reason"] and "validation_loss" in result["reason"]
+    assert "carries training_run_id=test-run" in result["reason"]
 
 
 def test_pipeline_integration_on_a_held_out_table(tmp_path, seed_env, capsys):

@@ -1,4 +1,5 @@
-"""A domain's card on the overview: production version, newest figures, trends."""
+"""A domain's card on the overview: production version, a promotion in flight, newest
+figures, trends."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dash import dcc, html
 
 from dash_app.components.formatting import (
     format_metric,
+    in_flight_label,
     last_action_label,
     production_label,
 )
@@ -24,6 +26,16 @@ def metric_line(metric: str, value: Any, direction: str | None) -> html.Div:
     ], className="metric-line")
 
 
+def in_flight_line(in_flight: dict[str, Any] | None) -> html.Div | None:
+    """The open promotion beside what serves (class ``has-error`` when its last attempt
+    failed); None when none is open."""
+    if not in_flight:
+        return None
+    return html.Div(["in flight ", html.Strong(in_flight_label(in_flight))],
+                    title=in_flight.get("error") or None,
+                    className="in-flight" + (" has-error" if in_flight.get("error") else ""))
+
+
 def domain_card(summary: dict[str, Any]) -> html.Div:
     """The card of one ``domain_summary``; ``data-domain`` names the domain."""
     domain_id = summary["domain_id"]
@@ -37,6 +49,7 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
         ], className="card-header"),
         html.Div(["production ", html.Strong(production_label(production))],
                  className="card-production" + ("" if production else " muted")),
+        in_flight_line(summary.get("in_flight")),
         html.Div([metric_line(m, newest.get(m), trends.get(m)) for m in PERFORMANCE_METRICS],
                  className="card-metrics"),
         html.Div(f"runs {summary.get('runs', 0)} · requests "

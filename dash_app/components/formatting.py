@@ -54,6 +54,20 @@ def production_label(production: dict[str, Any] | None) -> str:
     return f"registry v{production.get('registry_version')}"
 
 
+def in_flight_label(in_flight: dict[str, Any] | None, error_chars: int = 160) -> str:
+    """The open promotion in one line: ``moving to v7 — at redis_synced — error: …``,
+    or "" when none is open."""
+    if not in_flight:
+        return ""
+    verb = "rolling back to" if in_flight.get("kind") == "rollback" else "moving to"
+    parts = [f"{verb} v{in_flight.get('registry_version')}", f"at {in_flight.get('state')}"]
+    if error := in_flight.get("error"):
+        attempts = in_flight.get("attempts") or 0
+        short = error if len(error) <= error_chars else error[: error_chars - 1] + "…"
+        parts.append(f"error: {short} ({attempts} failed attempt{'s' * (attempts != 1)})")
+    return " — ".join(parts)
+
+
 def last_action_label(production: dict[str, Any] | None) -> str:
     """The newest promotion or rollback, in one line, or "—"."""
     action = (production or {}).get("last_action")

@@ -7,7 +7,14 @@ from typing import Any
 import dash
 from dash import Input, Output, State, callback, dcc, html
 
-from dash_app.components import history_table, metric_chart, runs_table, versions_table
+from dash_app.components import (
+    history_table,
+    in_flight_line,
+    metric_chart,
+    runs_table,
+    store_notice,
+    versions_table,
+)
 from dash_app.components.formatting import last_action_label, production_label
 from dash_app.state import get_collector, is_known_domain
 from domain_mlflow.exceptions import InvalidDomainIdError
@@ -56,11 +63,16 @@ def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
                           uirevision=domain_id)
     production = metrics["production"]
     status = html.Div([
-        html.Span(["production ", html.Strong(production_label(production))]),
-        html.Span(f"last promotion: {last_action_label(production)}"),
-        html.Span(f"{len(metrics['runs'])} runs in the last {metrics['time_window_days']} days"),
-        html.A("MLflow UI", href=collector.ui_url(), target="_blank", rel="noopener"),
-    ], className="domain-facts")
+        html.Div([
+            html.Span(["production ", html.Strong(production_label(production))]),
+            in_flight_line(metrics["in_flight"]),
+            html.Span(f"last promotion: {last_action_label(production)}"),
+            html.Span(f"{len(metrics['runs'])} runs in the last "
+                      f"{metrics['time_window_days']} days"),
+            html.A("MLflow UI", href=collector.ui_url(), target="_blank", rel="noopener"),
+        ], className="domain-facts"),
+        store_notice(metrics),
+    ])
     tables = [
         html.H2("Versions"),
         versions_table(metrics["versions"]) if metrics["versions"] else

@@ -1,11 +1,12 @@
-"""Overview ("/"): a card per domain, re-rendered on every refresh tick."""
+"""Overview ("/"): a card per domain and the config store's state, re-rendered on every
+refresh tick."""
 
 from __future__ import annotations
 
 import dash
 from dash import Input, Output, callback, html
 
-from dash_app.components import domain_card
+from dash_app.components import domain_card, store_notice
 from dash_app.components.formatting import format_time
 from dash_app.state import get_collector
 from domain_mlflow.naming import utc_now
@@ -18,14 +19,16 @@ def layout(**_query: str) -> html.Div:
     return html.Div([
         html.H1("Domains"),
         html.P("Loading domains…", id="overview-status", className="muted"),
+        html.Div(id="overview-store"),
         html.Div(id="overview-cards", className="card-grid"),
     ])
 
 
 @callback(Output("overview-cards", "children"), Output("overview-status", "children"),
-          Input("refresh-interval", "n_intervals"))
-def render_cards(_ticks: int | None) -> tuple[list[html.Div], str]:
+          Output("overview-store", "children"), Input("refresh-interval", "n_intervals"))
+def render_cards(_ticks: int | None) -> tuple[list[html.Div], str, html.Div | None]:
     collector = get_collector()
+    notice = store_notice(collector.store_status())
     ids = collector.domain_ids()
     summaries = [collector.domain_summary(domain_id) for domain_id in ids]
     status = (f"{len(ids)} domain{'s' * (len(ids) != 1)} with activity in the last "
@@ -33,5 +36,5 @@ def render_cards(_ticks: int | None) -> tuple[list[html.Div], str]:
               f"{format_time(utc_now().isoformat())}")
     if not summaries:
         return [html.Div("No domains yet: log an MLflow run tagged domain_id to see it here.",
-                         className="empty")], status
-    return [domain_card(summary) for summary in summaries], status
+                         className="empty")], status, notice
+    return [domain_card(summary) for summary in summaries], status, notice

@@ -38,3 +38,13 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def services_of(args: argparse.Namespace) -> Any:
+    """The process's :class:`~domain_mlflow.services.Services`, built on first use."""
+    services = getattr(args, "services", None)
+    if services is None:
+        from domain_mlflow.services import Services
+
+        services = args.services = Services.from_settings()
+    return services

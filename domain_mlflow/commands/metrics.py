@@ -57,7 +57,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from domain_mlflow.commands.promotion import promoter_for, stop_on_signals
     from domain_mlflow.promotion.monitor import Monitor
 
-    monitor = Monitor(promoter_for("monitor"))
+    monitor = Monitor(promoter_for(args, "monitor"))
     if args.once:
         alerts = monitor.check_once()
         emit(alerts, args.json, lambda found: print(

@@ -7,14 +7,14 @@ import signal
 import threading
 from typing import Any
 
-from domain_mlflow.commands import EXIT_FAILURE, emit
+from domain_mlflow.commands import EXIT_FAILURE, emit, services_of
 
 
-def promoter_for(role: str) -> Any:
-    """A promoter configured from the environment, its actor naming the command."""
-    from domain_mlflow.promotion.service import build_promoter
+def promoter_for(args: argparse.Namespace, role: str) -> Any:
+    """The process's promoter, its recorded actor naming the command."""
+    from domain_mlflow.promotion.engine import Promoter
 
-    return build_promoter(role=role)
+    return Promoter.from_services(services_of(args), role)
 
 
 def _print_outcome(result: dict[str, Any]) -> None:
@@ -34,15 +34,16 @@ def _outcome(result: dict[str, Any], as_json: bool) -> int:
 def run_promote(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import promote
 
-    result = promote(promoter_for("cli-promote"), args.domain_id, args.version, force=args.force,
-                     reason=args.reason or "")
+    result = promote(promoter_for(args, "cli-promote"), args.domain_id, args.version,
+                     force=args.force, reason=args.reason or "")
     return _outcome(result, args.json)
 
 
 def run_rollback(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import rollback
 
-    result = rollback(promoter_for("cli-rollback"), args.domain_id, args.to, args.reason or "")
+    result = rollback(promoter_for(args, "cli-rollback"), args.domain_id, args.to,
+                      args.reason or "")
     return _outcome(result, args.json)
 
 
@@ -58,7 +59,7 @@ def _print_history(entries: list[dict[str, Any]]) -> None:
 def run_history(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import history
 
-    emit(history(promoter_for("cli"), args.domain_id, args.limit), args.json, _print_history)
+    emit(history(promoter_for(args, "cli"), args.domain_id, args.limit), args.json, _print_history)
     return 0
 
 
@@ -66,18 +67,23 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no domain in production yet")
     for row in rows:
-        print(f"{row['domain_id']}: v{row['registry_version']} ({row['model_version']}), "
-              f"config #{row['version_number']}, registry production "
+        serving = ("nothing in production yet" if row["registry_version"] is None else
+                   f"v{row['registry_version']} ({row['model_version']}), "
+                   f"config #{row['version_number']}")
+        print(f"{row['domain_id']}: {serving}, registry production "
               f"v{row['registry_production']}, redis {row['redis_model_version'] or 'not set'}, "
-              f"localai {'n/a' if row['localai_serving'] is None else row['localai_serving']}"
-              + (f", open promotions {row['open_promotions']}" if row["open_promotions"]
-                 else ""))
+              f"localai {'n/a' if row['localai_serving'] is None else row['localai_serving']}")
+        moving = row["in_flight"]
+        if moving:
+            print(f"  in flight: {moving['kind']} to v{moving['registry_version']} "
+                  f"({moving['model_version']}), at {moving['state']}"
+                  + (f", error: {moving['error']}" if moving["error"] else ""))
 
 
 def run_status(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import status
 
-    emit(status(promoter_for("cli"), args.domain_id), args.json, _print_status)
+    emit(status(promoter_for(args, "cli"), args.domain_id), args.json, _print_status)
     return 0
 
 
@@ -90,26 +96,23 @@ def stop_on_signals() -> threading.Event:
 
 def run_poll(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.poller import Poller
-    from domain_mlflow.settings import load_settings
 
-    poller = Poller(promoter_for("poller"))
+    poller = Poller(promoter_for(args, "poller"))
     if args.once:
         report = poller.poll_once().as_dict()
         emit(report, args.json, lambda r: print(", ".join(f"{k}={v}" for k, v in r.items())))
         return EXIT_FAILURE if report["errors"] else 0
-    interval = args.interval or load_settings().poll_interval_seconds
+    interval = args.interval or services_of(args).settings.poll_interval_seconds
     print(f"polling every {interval:g}s; Ctrl-C stops", flush=True)
     poller.run(interval, stop_on_signals())
     return 0
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
-
     from domain_mlflow.promotion.webhook import PATH, WebhookReceiver, register_webhook
-    from domain_mlflow.settings import load_settings
 
-    settings = load_settings()
+    services = services_of(args)
+    settings = services.settings
     if args.action == "register":
         from domain_mlflow.exceptions import ConfigError
 
@@ -117,11 +120,11 @@ def run_webhook(args: argparse.Namespace) -> int:
             raise ConfigError("webhook register needs --url: where MLflow should send events")
         if not settings.webhook_secret:
             raise ConfigError("WEBHOOK_SECRET must be set: MLflow signs deliveries with it")
-        webhook = register_webhook(MlflowClient(), args.url, settings.webhook_secret, args.name)
+        webhook = register_webhook(services.client, args.url, settings.webhook_secret, args.name)
         emit({"webhook_id": webhook.webhook_id, "url": args.url}, args.json,
              lambda r: print(f"webhook {r['webhook_id']} sends registry events to {r['url']}"))
         return 0
-    receiver = WebhookReceiver(promoter_for("webhook"), settings.webhook_secret or "")
+    receiver = WebhookReceiver(promoter_for(args, "webhook"), settings.webhook_secret or "")
     server = receiver.serve(args.host, args.port)
     host, port = server.server_address[:2]
     print(f"receiving MLflow webhooks on http://{host}:{port}{PATH}; Ctrl-C stops", flush=True)
@@ -133,12 +136,11 @@ def run_webhook(args: argparse.Namespace) -> int:
 def run_sync(args: argparse.Namespace) -> int:
     from domain_mlflow.exceptions import ConfigError
 
-    promoter = promoter_for("cli-sync")
-    if promoter.redis is None:
+    services = services_of(args)
+    if services.redis is None:
         raise ConfigError("REDIS_URL is not set: there is no Redis to rebuild")
-    configs = promoter.store.all_configs()
-    for config in configs:
-        promoter.redis.publish_config(config.domain_id, config.serving_payload(), "rebuild")
+    configs = services.store.all_configs()
+    services.targets.publish([(config, "rebuild") for config in configs])
     emit({"rebuilt": len(configs)}, args.json,
          lambda r: print(f"rewrote {r['rebuilt']} Redis keys from the config store"))
     return 0

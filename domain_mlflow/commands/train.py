@@ -57,7 +57,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def run_train(args: argparse.Namespace) -> int:
     quiet_transformers()
     from domain_mlflow.training.config import TrainingConfig
-    from domain_mlflow.training.trainer import DomainTrainer
+    from domain_mlflow.workflow import DomainTrainer
 
     trainer = DomainTrainer(checkpoint_dir=args.checkpoint_dir,
                             model_output_dir=args.model_output_dir)

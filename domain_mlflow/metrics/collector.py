@@ -3,7 +3,10 @@
 A domain's runs are the runs tagged ``domain_id`` in any experiment. One snapshot
 costs a few paginated queries whatever the number of domains and runs (experiments,
 runs, model versions, registered models; in the config store: configs, last
-actions, serving telemetry) and is reused for ``cache_seconds``.
+actions, open promotions, serving telemetry) and is reused for ``cache_seconds``.
+
+The collector only looks: it reads a config store that exists and never creates
+or migrates one.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite, rank, summarize, trend
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, utc_now
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, version_metrics
-from domain_mlflow.settings import Settings, load_settings
+from domain_mlflow.services import Services
+from domain_mlflow.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from domain_mlflow.sinks.config_store import ConfigStore
+    from domain_mlflow.sinks.rows import Promotion
 
 _PAGE = 5000
 RUN_METRICS = (*PERFORMANCE_METRICS, "latency_p95_ms", "tokens_per_second")
@@ -37,8 +45,10 @@ class _Snapshot:
     model_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     configs: dict[str, Any] = field(default_factory=dict)
     last_actions: dict[str, Any] = field(default_factory=dict)
+    in_flight: dict[str, Promotion] = field(default_factory=dict)
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
-    store_error: str | None = None
+    store_error: str | None = None  # the config store did not answer
+    store_note: str | None = None  # there is none yet: nothing has been promoted
 
 
 def _paged(search: Any, **kwargs: Any) -> list[Any]:
@@ -60,28 +70,35 @@ def _from_millis(millis: int | None) -> str | None:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis else None
 
 
+def _oldest_open(promotions: list[Promotion]) -> dict[str, Promotion]:
+    """Each domain's oldest open promotion (``promotions`` come oldest first)."""
+    oldest: dict[str, Promotion] = {}
+    for promotion in promotions:
+        if promotion.is_open:
+            oldest.setdefault(promotion.domain_id, promotion)
+    return oldest
+
+
 class DomainMetricsCollector:
     """Collects, compares and exports domain metrics; every argument is optional."""
 
     def __init__(self, localai_url: str | None = None, postgres_dsn: str | None = None, *,
-                 settings: Settings | None = None, cache_seconds: float = 30.0) -> None:
-        self.settings = settings or load_settings()
-        self.localai_url = localai_url or self.settings.localai_url
-        self.postgres_dsn = postgres_dsn or self.settings.postgres_dsn
+                 settings: Settings | None = None, cache_seconds: float = 30.0,
+                 services: Services | None = None) -> None:
+        self.services = services or Services.from_settings(
+            settings, postgres_dsn=postgres_dsn, localai_url=localai_url)
+        self.settings = self.services.settings
+        self.localai_url = self.services.localai_url
+        self.postgres_dsn = self.services.postgres_dsn
         self.cache_seconds = cache_seconds
         self._snapshots: dict[int, _Snapshot] = {}
         self._lock = threading.Lock()
-        self._client: Any = None
 
     # --- reading ----------------------------------------------------------------------
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient()
-        return self._client
+        return self.services.client
 
     def ui_url(self) -> str:
         """Where the MLflow UI is, for links: ``MLFLOW_UI_URL``, or the tracking server."""
@@ -133,18 +150,40 @@ class DomainMetricsCollector:
         return snapshot
 
     def _read_store(self, snapshot: _Snapshot, since: datetime) -> None:
-        """Production configs, last promotions and serving telemetry, if the store answers."""
-        from domain_mlflow.sinks.config_store import ConfigStore
+        """Production configs, last actions, open promotions and serving telemetry, if a
+        config store exists and answers."""
         from domain_mlflow.sinks.telemetry_store import TelemetryStore
 
         try:
-            store = ConfigStore.from_settings(self.settings, self.postgres_dsn)
-            snapshot.configs = {c.domain_id: c for c in store.all_configs()}
-            snapshot.last_actions = store.last_actions()
-            snapshot.usage = TelemetryStore(store.database).usage(since)
-            store.close()
+            store, location = self._existing_store()
+            if store is None:
+                snapshot.store_note = (f"no config store yet at {location}: nothing has "
+                                       "been promoted")
+                return
+            try:
+                snapshot.configs = {c.domain_id: c for c in store.all_configs()}
+                snapshot.last_actions = store.last_actions()
+                snapshot.in_flight = _oldest_open(store.open_promotions())
+                snapshot.usage = TelemetryStore(store.database).usage(since)
+            finally:
+                store.close()
         except DomainMlflowError as error:
             snapshot.store_error = str(error)
+
+    def _existing_store(self) -> tuple[ConfigStore | None, str]:
+        """The config store opened read-only (None when there is none yet), and where it
+        is or would be."""
+        from domain_mlflow.sinks.config_store import ConfigStore
+
+        path = ConfigStore.embedded_path(self.settings)
+        location = redact_url(self.postgres_dsn) if self.postgres_dsn else str(path)
+        return ConfigStore.open_existing(self.postgres_dsn, path), location
+
+    def store_status(self, time_window_days: int | None = None) -> dict[str, str | None]:
+        """``store_error`` (the config store did not answer) and ``store_note`` (there is
+        none yet); both None when it was read."""
+        snap = self.snapshot(time_window_days)
+        return {"store_error": snap.store_error, "store_note": snap.store_note}
 
     # --- the seed's API ----------------------------------------------------------------
 
@@ -170,8 +209,10 @@ class DomainMetricsCollector:
             "trends": {m: trend(m, series[m]) for m in PERFORMANCE_METRICS},
             "versions": self._versions(snap, domain_id),
             "production": self._production(snap, domain_id),
+            "in_flight": self._in_flight(snap, domain_id),
             "runs": [self._run(run) for run in runs],
             "store_error": snap.store_error,
+            "store_note": snap.store_note,
         }
 
     def domain_summary(self, domain_id: str, time_window_days: int | None = None
@@ -187,6 +228,7 @@ class DomainMetricsCollector:
             "newest": {m: summarize(m, series[m])["newest"] for m in PERFORMANCE_METRICS},
             "trends": {m: trend(m, series[m])["direction"] for m in PERFORMANCE_METRICS},
             "production": self._production(snap, domain_id),
+            "in_flight": self._in_flight(snap, domain_id),
             "requests": usage["requests"],
             "error_rate": quality["error_rate"],
         }
@@ -203,17 +245,18 @@ class DomainMetricsCollector:
         return self.settings.thresholds.with_overrides(overrides).as_dict()
 
     def domain_history(self, domain_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Promotions, rollbacks and rejections of the domain, newest first ([] if none)."""
-        from domain_mlflow.sinks.config_store import ConfigStore
-
+        """Promotions, rollbacks and rejections of the domain, newest first ([] if none,
+        or without a config store; the snapshot's ``store_error`` says why)."""
         try:
-            store = ConfigStore.from_settings(self.settings, self.postgres_dsn)
+            store, _ = self._existing_store()
+            if store is None:
+                return []
+            try:
+                return [entry.as_dict() for entry in store.history(domain_id, limit)]
+            finally:
+                store.close()
         except DomainMlflowError:
             return []
-        try:
-            return [entry.as_dict() for entry in store.history(domain_id, limit)]
-        finally:
-            store.close()
 
     def get_domain_comparison(self, domain_ids: list[str],
                               time_window_days: int | None = None) -> dict[str, Any]:
@@ -324,3 +367,19 @@ class DomainMetricsCollector:
             "last_action": last.as_dict() if last else None,
         }
 
+    @staticmethod
+    def _in_flight(snap: _Snapshot, domain_id: str) -> dict[str, Any] | None:
+        """The domain's oldest open promotion: the version it moves to and the step it is
+        at. Apart from ``production``, which is what the config row names."""
+        promotion = snap.in_flight.get(domain_id)
+        if promotion is None:
+            return None
+        return {
+            "registry_version": promotion.registry_version,
+            "model_version": promotion.model_version,
+            "kind": str(promotion.kind),
+            "state": str(promotion.state),
+            "error": promotion.last_error,
+            "attempts": promotion.attempts,
+            "since": promotion.created_at.isoformat(),
+        }

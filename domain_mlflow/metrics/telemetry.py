@@ -7,44 +7,42 @@ from typing import Any
 
 from domain_mlflow.exceptions import PromotionError, SinkError
 from domain_mlflow.naming import validate_domain_id
-from domain_mlflow.settings import Settings, load_settings
+from domain_mlflow.services import Services
+from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.telemetry_store import ServingRequest, TelemetryStore, query_pattern
 
 
 class DomainClient:
-    """Completion requests to one domain's serving name, each recorded in the config store.
+    """Completion requests to one domain's production version, each recorded in the config store.
 
     The serving name and version come from Redis when it is configured, else from
-    the config store. A request that fails is recorded as an error and re-raised.
+    the config store. LocalAI is asked for the version's own config (its name is the
+    model version), the serving name only when no version is known; the record keeps
+    the serving name and the version that answered. A request that fails is recorded
+    as an error, with LocalAI's HTTP status (None when there was no answer), and re-raised.
     """
 
     def __init__(self, domain_id: str, *, settings: Settings | None = None,
                  localai_url: str | None = None, api_key: str | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, services: Services | None = None) -> None:
         self.domain_id = validate_domain_id(domain_id)
-        self.settings = settings or load_settings()
+        self.services = services or Services.from_settings(settings)
+        self.settings = self.services.settings
         self.localai_url = localai_url or self.settings.localai_url
         self.api_key = api_key or self.settings.localai_api_key
         self.timeout = timeout or self.settings.localai_timeout_seconds
-        self._store: Any = None
         self._client: Any = None
 
     def _config_store(self) -> Any:
-        if self._store is None:
-            from domain_mlflow.sinks.config_store import ConfigStore
-
-            self._store = ConfigStore.from_settings(self.settings)
-        return self._store
+        return self.services.store
 
     def resolve(self) -> tuple[str, str | None]:
         """(serving name, model version) of the domain's production model."""
-        if self.settings.redis_url:
-            from domain_mlflow.sinks.redis_sink import RedisSink
-
+        redis = self.services.redis
+        if redis is not None:
             try:
-                value = RedisSink(self.settings.redis_url, self.settings.redis_key_prefix
-                                  ).get(self.domain_id)
+                value = redis.get(self.domain_id)
             except SinkError:
                 value = None  # Redis is a cache here: fall back to the store of record
             if value:
@@ -69,7 +67,10 @@ class DomainClient:
         serving_name, model_version = self.resolve()
         started, clock = utc_now(), time.perf_counter()
         try:
-            body = self._client.complete(serving_name, prompt, max_tokens=max_tokens)
+            # The version's own config, not the alias: a promotion or rollback that moves the
+            # alias meanwhile must not make the record name a version that did not answer.
+            body = self._client.complete(model_version or serving_name, prompt,
+                                         max_tokens=max_tokens)
         except SinkError as error:
             self._record(serving_name, model_version, started, clock, prompt, error=error)
             raise
@@ -82,9 +83,6 @@ class DomainClient:
     def _record(self, serving_name: str, model_version: str | None, started: Any,
                 clock: float, prompt: str, error: SinkError | None = None,
                 **tokens: Any) -> None:
-        status_code = None
-        if error is not None and "HTTP " in str(error):
-            status_code = int(str(error).split("HTTP ", 1)[1][:3])
         TelemetryStore(self._config_store().database).record(ServingRequest(
             domain_id=self.domain_id,
             serving_name=serving_name,
@@ -93,7 +91,7 @@ class DomainClient:
             latency_ms=(time.perf_counter() - clock) * 1000.0,
             status="error" if error else "ok",
             query_pattern=query_pattern(prompt),
-            http_status=status_code if error else 200,
+            http_status=error.status if error else 200,
             error=str(error)[:500] if error else None,
             **tokens,
         ))

@@ -14,63 +14,74 @@ from domain_mlflow.exceptions import PromotionError, SinkError, UnknownVersionEr
 from domain_mlflow.naming import registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.trigger import promotion_result
-from domain_mlflow.registry import production_version, registered_model_tags
+from domain_mlflow.registry import PRODUCTION_ALIAS, production_version
+from domain_mlflow.sinks.rows import Kind
 
 
-def _known_domain(promoter: Promoter, domain_id: str) -> str:
+def _registered_model(promoter: Promoter, domain_id: str) -> Any:
     validate_domain_id(domain_id)
-    if registered_model_tags(promoter.client, domain_id) is None:
+    model = promoter.registry.model(domain_id)
+    if model is None:
         raise UnknownVersionError(
             f"unknown domain {domain_id!r}: there is no registered model "
             f"{registered_model_name(domain_id)!r}"
         )
-    return domain_id
+    return model
+
+
+def _move(promoter: Promoter, domain_id: str, version: int, kind: Kind, request_key: str,
+          reason: str) -> dict[str, Any]:
+    """Under the lock already held: record the request and carry it out."""
+    promotion = promoter.request(domain_id, version, kind=kind, request_key=request_key,
+                                 reason=reason)
+    promoter.process_locked([domain_id])
+    return {**promotion_result(promoter.store.get_promotion(promotion.id)), "changed": True}
 
 
 def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = False,
             reason: str = "") -> dict[str, Any]:
-    """Move production to ``version``: through the gate, or past it with ``force`` + reason."""
-    _known_domain(promoter, domain_id)
+    """Move production to ``version``: through the gate, or past it with ``force`` + reason.
+
+    One read of the registered model, one of the version, one hold of the domain's lock:
+    first whatever the domain left unfinished, then this promotion."""
     if force and not reason.strip():
         raise PromotionError("--force needs --reason: say why the gate is overridden")
-    promoter.process_domain(domain_id)
-    current = promoter.store.get_config(domain_id)
-    if current and current.registry_version == version and \
-            production_version(promoter.client, domain_id) == version:
-        return {"deployed": True, "reason": f"version {version} is already in production",
-                "registry_version": str(version), "model_version": current.model_version,
-                "domain_id": domain_id, "state": "done", "changed": False}
-    promotion = promoter.request(
-        domain_id, version, kind="force" if force else "promote",
-        request_key=f"manual:{domain_id}:{version}:{uuid.uuid4().hex}",
-        reason=reason or f"promoted by hand to version {version}",
-    )
-    return {**promotion_result(promoter.run(promotion)), "changed": True}
+    model = _registered_model(promoter, domain_id)
+    with promoter.domain_locked(domain_id):
+        promoter.process_locked([domain_id])
+        current = promoter.store.get_config(domain_id)
+        alias = model.aliases.get(PRODUCTION_ALIAS)
+        if current and current.registry_version == version and alias is not None \
+                and int(alias) == version:
+            return {"deployed": True, "reason": f"version {version} is already in production",
+                    "registry_version": str(version), "model_version": current.model_version,
+                    "domain_id": domain_id, "state": "done", "changed": False}
+        return _move(promoter, domain_id, version, Kind.FORCE if force else Kind.PROMOTE,
+                     f"manual:{domain_id}:{version}:{uuid.uuid4().hex}",
+                     reason or f"promoted by hand to version {version}")
 
 
 def rollback(promoter: Promoter, domain_id: str, to: int | None = None,
              reason: str = "") -> dict[str, Any]:
     """Move production back to ``to`` (default: the version production replaced)."""
-    _known_domain(promoter, domain_id)
-    promoter.process_domain(domain_id)
-    current = promoter.store.get_config(domain_id)
-    if current is None:
-        raise PromotionError(f"{domain_id} has nothing in production to roll back")
-    target = to if to is not None else current.previous_registry_version
-    if target is None:
-        raise PromotionError(
-            f"{domain_id} has no earlier production version; pass --to VERSION"
-        )
-    if target == current.registry_version:
-        return {"deployed": True, "reason": f"version {target} is already in production",
-                "registry_version": str(target), "domain_id": domain_id, "state": "done",
-                "changed": False}
-    promotion = promoter.request(
-        domain_id, target, kind="rollback",
-        request_key=f"rollback:{domain_id}:{target}:{uuid.uuid4().hex}",
-        reason=reason or f"rollback from version {current.registry_version} to {target}",
-    )
-    return {**promotion_result(promoter.run(promotion)), "changed": True}
+    _registered_model(promoter, domain_id)
+    with promoter.domain_locked(domain_id):
+        promoter.process_locked([domain_id])
+        current = promoter.store.get_config(domain_id)
+        if current is None:
+            raise PromotionError(f"{domain_id} has nothing in production to roll back")
+        target = to if to is not None else current.previous_registry_version
+        if target is None:
+            raise PromotionError(
+                f"{domain_id} has no earlier production version; pass --to VERSION"
+            )
+        if target == current.registry_version:
+            return {"deployed": True, "reason": f"version {target} is already in production",
+                    "registry_version": str(target), "domain_id": domain_id, "state": "done",
+                    "changed": False}
+        return _move(promoter, domain_id, target, Kind.ROLLBACK,
+                     f"rollback:{domain_id}:{target}:{uuid.uuid4().hex}",
+                     reason or f"rollback from version {current.registry_version} to {target}")
 
 
 def history(promoter: Promoter, domain_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -78,48 +89,68 @@ def history(promoter: Promoter, domain_id: str, limit: int = 100) -> list[dict[s
     return [entry.as_dict() for entry in promoter.store.history(domain_id, limit)]
 
 
+def in_flight(promotion: Any) -> dict[str, Any]:
+    """What an unfinished promotion shows: where it moves to, the step, the error."""
+    return {"registry_version": promotion.registry_version,
+            "model_version": promotion.model_version, "kind": str(promotion.kind),
+            "state": str(promotion.state), "error": promotion.last_error,
+            "attempts": promotion.attempts, "promotion_id": promotion.id}
+
+
 def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, Any]]:
-    """Per domain: the config store's view, the registry alias, Redis and LocalAI."""
-    configs = ([promoter.store.get_config(validate_domain_id(domain_id))] if domain_id
-               else promoter.store.all_configs())
-    configs = [c for c in configs if c is not None]
-    if domain_id and not configs:
-        _known_domain(promoter, domain_id)
+    """Per domain: what serves (the config store's view, the registry alias, Redis and
+    LocalAI), and apart from it the promotion in flight, if any."""
+    store = promoter.store
+    if domain_id:
+        validate_domain_id(domain_id)
+        configs = store.get_configs([domain_id])
+        open_promotions = store.open_promotions(domain_id)
+        if not configs and not open_promotions:
+            _registered_model(promoter, domain_id)
+    else:
+        configs = {c.domain_id: c for c in store.all_configs()}
+        open_promotions = store.open_promotions()
+    moving: dict[str, Any] = {}
+    for promotion in open_promotions:  # oldest first: the one being carried out
+        moving.setdefault(promotion.domain_id, promotion)
     served = _localai_names(promoter)
     rows = []
-    for config in configs:
-        redis_value = _redis_value(promoter, config.domain_id)
+    for domain in sorted(set(configs) | set(moving)):
+        config = configs.get(domain)
         rows.append({
-            "domain_id": config.domain_id,
-            "model_version": config.model_version,
-            "registry_version": config.registry_version,
-            "previous_registry_version": config.previous_registry_version,
-            "version_number": config.version_number,
-            "updated_at": config.updated_at.isoformat(),
-            "metrics": config.metrics,
-            "registry_production": production_version(promoter.client, config.domain_id),
-            "redis_model_version": redis_value,
-            "localai_serving": (None if served is None
+            "domain_id": domain,
+            "model_version": config.model_version if config else None,
+            "registry_version": config.registry_version if config else None,
+            "previous_registry_version": config.previous_registry_version if config else None,
+            "version_number": config.version_number if config else None,
+            "updated_at": config.updated_at.isoformat() if config else None,
+            "metrics": config.metrics if config else {},
+            "registry_production": production_version(promoter.client, domain),
+            "redis_model_version": _redis_value(promoter, domain),
+            "localai_serving": (None if served is None or config is None
                                 else config.serving_name in served),
-            "open_promotions": [p.id for p in promoter.store.open_promotions(config.domain_id)],
+            "in_flight": in_flight(moving[domain]) if domain in moving else None,
+            "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
         })
     return rows
 
 
 def _redis_value(promoter: Promoter, domain_id: str) -> str | None:
-    if promoter.redis is None:
+    redis = promoter.targets.redis
+    if redis is None:
         return None
     try:
-        value = promoter.redis.get(domain_id)
+        value = redis.get(domain_id)
     except SinkError as error:
         return f"error: {error}"
     return value.get("model_version") if value else "missing"
 
 
 def _localai_names(promoter: Promoter) -> set[str] | None:
-    if promoter.localai is None:
+    localai = promoter.targets.localai
+    if localai is None:
         return None
     try:
-        return promoter.localai.serving_names()
+        return localai.serving_names()
     except SinkError:
         return set()

@@ -92,9 +92,10 @@ class Monitor:
         return f"rolled back to version {result['registry_version']}"
 
     def _publish(self, alert: dict[str, Any]) -> None:
-        if self.promoter.redis is not None:
+        redis = self.promoter.targets.redis
+        if redis is not None:
             try:
-                self.promoter.redis.publish_alert(alert)
+                redis.publish_alert(alert)
             except DomainMlflowError as error:  # the alert is logged and recorded anyway
                 _log.error("could not publish the alert on Redis: %s", error)
         if self.settings.alert_webhook_url:

@@ -19,8 +19,10 @@ from typing import Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
-from domain_mlflow.promotion.engine import Promoter, sync_localai
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, move_production_alias
+from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
+from domain_mlflow.sinks.config_store import domain_lock_name
+from domain_mlflow.sinks.rows import Kind, State
 
 _log = logging.getLogger(__name__)
 _PAGE = 1000
@@ -75,11 +77,11 @@ class Poller:
         self.promoter = promoter
         if workers is None:
             workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
-        self.workers = max(1, min(workers, promoter.store.database.lock_holders))
+        self.workers = max(1, min(workers, promoter.store.lock_holders))
 
     def poll_once(self) -> PollReport:
         report = PollReport()
-        with self.promoter.store.database.lock("poller", blocking=False) as acquired:
+        with self.promoter.store.lock("poller", blocking=False) as acquired:
             if not acquired:
                 report.locked_out = True
                 return report
@@ -117,7 +119,7 @@ class Poller:
             try:
                 for domain in batch:  # just before the gate, so the cache is fresh
                     if domain in tags:
-                        self.promoter.prime_thresholds(domain, tags[domain])
+                        self.promoter.registry.prime_thresholds(domain, tags[domain])
                 processed, busy = self.promoter.process_domains(batch)
             except Exception as error:  # e.g. the config store down: next cycle retries
                 return [], [_failure(f"{len(batch)} domains from {batch[0]}", error)]
@@ -135,36 +137,35 @@ class Poller:
                 report.errors += errors
                 for promotion in processed:
                     report.processed += 1
-                    report.promoted += promotion.state == "done"
-                    report.rejected += promotion.state == "rejected"
+                    report.promoted += promotion.state is State.DONE
+                    report.rejected += promotion.state is State.REJECTED
                     report.pending += promotion.is_open
 
     def _repair(self, pattern: str, versions: list[Any], report: PollReport) -> None:
         store = self.promoter.store
-        names = [f"domain:{config.domain_id}" for config in store.all_configs()]
+        names = [domain_lock_name(config.domain_id) for config in store.all_configs()]
         # Under the domains' locks no promotion moves a config or an alias while they
         # are compared; a domain another promoter holds is checked next cycle.
-        with store.database.lock_many(names) as held:
+        with store.lock_many(names) as held:
             busy = {p.domain_id for p in store.open_promotions()}
             configs = [c for c in store.all_configs()
-                       if f"domain:{c.domain_id}" in held and c.domain_id not in busy]
+                       if domain_lock_name(c.domain_id) in held and c.domain_id not in busy]
             self._repair_domains(pattern, configs, versions, report)
 
     def _repair_domains(self, pattern: str, configs: list[Any], versions: list[Any],
                         report: PollReport) -> None:
-        promoter = self.promoter
+        promoter, targets = self.promoter, self.promoter.targets
         models = _paged(promoter.client.search_registered_models, filter_string=pattern)
         aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
         run_ids = {(domain_of(v.name), int(v.version)): v.run_id for v in versions}
         for config in configs:
             alias = aliases.get(config.domain_id)
             if alias is None:
-                move_production_alias(promoter.client, config.domain_id,
-                                      config.registry_version, None)
+                targets.move_alias(config.domain_id, config.registry_version, None)
                 report.repaired.append(f"{config.domain_id}: registry alias was missing")
             elif int(alias) != config.registry_version:
                 # Someone moved production in the registry: carry it out everywhere.
-                promoter.request(config.domain_id, int(alias), kind="force",
+                promoter.request(config.domain_id, int(alias), kind=Kind.FORCE,
                                  request_key=f"alias:{config.domain_id}:{alias}:"
                                              f"{config.version_number}",
                                  reason=f"production alias set to version {alias} in the "
@@ -177,27 +178,25 @@ class Poller:
             report.errors.append(f"drift repair: {error}")
 
     def _repair_redis(self, configs: list[Any], report: PollReport) -> None:
-        redis = self.promoter.redis
-        if redis is None or not configs:
+        targets = self.promoter.targets
+        if targets.redis is None or not configs:
             return
-        stored = redis.get_many([c.domain_id for c in configs])
-        for config in configs:
-            value = stored.get(config.domain_id)
-            if value != config.serving_payload():
-                redis.publish_config(config.domain_id, config.serving_payload(), "repair")
-                report.repaired.append(f"{config.domain_id}: redis key")
+        stored = targets.redis.get_many([c.domain_id for c in configs])
+        drifted = [c for c in configs if stored.get(c.domain_id) != c.serving_payload()]
+        targets.publish([(config, "repair") for config in drifted])
+        report.repaired += [f"{config.domain_id}: redis key" for config in drifted]
 
     def _repair_localai(self, configs: list[Any], run_ids: dict[Any, Any],
                         report: PollReport) -> None:
-        localai = self.promoter.localai
-        if localai is None or not configs:
+        targets = self.promoter.targets
+        if targets.localai is None or not configs:
             return
-        listed = localai.serving_names()
+        listed = targets.localai.serving_names()
         for config in configs:
             if config.serving_name in listed and config.model_version in listed:
                 continue
-            sync_localai(localai, self.promoter.client, config,
-                         run_ids.get((config.domain_id, config.registry_version)), None)
+            targets.serve(config.serving_name, config.domain_id, config.model_version,
+                          run_ids.get((config.domain_id, config.registry_version)), None)
             report.repaired.append(f"{config.domain_id}: localai serving name")
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:

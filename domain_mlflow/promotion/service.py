@@ -1,13 +1,10 @@
-"""Building a promoter from settings: the config store, the registry client, the sinks."""
+"""A promoter wired from settings, for callers that hold no :class:`Services` yet."""
 
 from __future__ import annotations
 
-from domain_mlflow.exceptions import ConfigError
-from domain_mlflow.promotion.engine import Promoter, default_actor, env_failpoint
-from domain_mlflow.settings import Settings, load_settings
-from domain_mlflow.sinks.config_store import ConfigStore
-from domain_mlflow.sinks.localai import LocalAIClient, LocalAISink
-from domain_mlflow.sinks.redis_sink import RedisSink
+from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.services import Services
+from domain_mlflow.settings import Settings
 
 
 def build_promoter(
@@ -18,28 +15,7 @@ def build_promoter(
     redis_url: str | None = None,
     localai_url: str | None = None,
 ) -> Promoter:
-    """A :class:`Promoter` wired to what is configured; unset Redis/LocalAI are skipped."""
-    from mlflow.tracking import MlflowClient
-
-    settings = settings or load_settings()
-    redis_url = redis_url or settings.redis_url
-    localai_url = localai_url or settings.localai_url
-    localai = None
-    if localai_url:
-        if not settings.localai_models_dir:
-            raise ConfigError(
-                "LOCALAI_URL is set but LOCALAI_MODELS_DIR is not: set it to the folder "
-                "LocalAI reads models from"
-            )
-        client = LocalAIClient(localai_url, settings.localai_api_key,
-                               timeout=settings.localai_timeout_seconds)
-        localai = LocalAISink(client, settings.localai_models_dir)
-    return Promoter(
-        store=ConfigStore.from_settings(settings, postgres_dsn),
-        client=MlflowClient(),
-        settings=settings,
-        redis=RedisSink(redis_url, settings.redis_key_prefix) if redis_url else None,
-        localai=localai,
-        actor=default_actor(role),
-        failpoint=env_failpoint(),
-    )
+    """A :class:`Promoter` of a new :class:`Services`; unset Redis/LocalAI are skipped."""
+    services = Services.from_settings(settings, postgres_dsn=postgres_dsn, redis_url=redis_url,
+                                      localai_url=localai_url)
+    return Promoter.from_services(services, role)

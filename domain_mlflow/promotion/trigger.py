@@ -2,54 +2,42 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from typing import Any
 
 from domain_mlflow.exceptions import ConfigStoreError
 from domain_mlflow.gate import decide
 from domain_mlflow.naming import registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
-from domain_mlflow.promotion.service import build_promoter
-from domain_mlflow.registry import domain_thresholds, set_version_tags
-from domain_mlflow.settings import Settings, load_settings
+from domain_mlflow.registry import version_metrics
+from domain_mlflow.services import Services
+from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.config_store import Promotion
-
-_log = logging.getLogger(__name__)
+from domain_mlflow.sinks.rows import State
+from domain_mlflow.sinks.targets import ServingTargets
 
 
 def promotion_result(promotion: Promotion) -> dict[str, Any]:
     """What callers see of a promotion: the seed's keys plus each target's status."""
-    if promotion.state == "done":
+    if promotion.state is State.DONE:
         reason = f"version {promotion.registry_version} is in production"
-    elif promotion.state == "rejected":
-        reason = "; ".join((promotion.decision or {}).get("reasons", [])) or "rejected"
+    elif promotion.state is State.REJECTED:
+        reason = promotion.decision.summary() if promotion.decision else "rejected"
     else:
         reason = f"pending at {promotion.state}: {promotion.last_error or 'in progress'}"
     return {
-        "deployed": promotion.state == "done",
+        "deployed": promotion.state is State.DONE,
         "reason": reason,
         "model_version": promotion.model_version,
         "registry_version": str(promotion.registry_version),
         "domain_id": promotion.domain_id,
         "promotion_id": promotion.id,
-        "state": promotion.state,
-        "gate": promotion.decision,
+        "state": str(promotion.state),
+        "gate": promotion.decision.to_dict() if promotion.decision else None,
         "targets": promotion.targets,
         "attempts": promotion.attempts,
         "last_error": promotion.last_error,
     }
-
-
-def _tag_pending(domain_id: str, registry_version: int | str, error: str) -> None:
-    """With the config store down, the registry is where a pending promotion shows."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        set_version_tags(MlflowClient(), domain_id, registry_version,
-                         {"promotion_status": "pending", "promotion_error": error[:500]})
-    except Exception as tag_error:  # best effort: the registry may be down too
-        _log.debug("could not tag %s v%s as pending: %s", registered_model_name(domain_id),
-                   registry_version, tag_error)
 
 
 class AutoDeploymentTrigger:
@@ -57,68 +45,73 @@ class AutoDeploymentTrigger:
 
     Every argument is optional and defaults to the environment. Without
     ``postgres_dsn`` the config store is the embedded SQLite file; Redis and LocalAI
-    are skipped (with that status) when their URLs are unset.
+    are skipped (with that status) when their URLs are unset. ``services`` wires the
+    trigger to a process's :class:`Services` instead.
     """
 
     def __init__(self, localai_url: str | None = None, postgres_dsn: str | None = None,
-                 redis_url: str | None = None, *, settings: Settings | None = None) -> None:
-        self.settings = settings or load_settings()
-        self.localai_url = localai_url
-        self.postgres_dsn = postgres_dsn
-        self.redis_url = redis_url
+                 redis_url: str | None = None, *, settings: Settings | None = None,
+                 services: Services | None = None) -> None:
+        self.services = services or Services.from_settings(
+            settings, postgres_dsn=postgres_dsn, redis_url=redis_url, localai_url=localai_url)
+        self.settings = self.services.settings
         self._promoter: Promoter | None = None
 
     @property
     def promoter(self) -> Promoter:
         """Built on first use: constructing the trigger opens no connection."""
         if self._promoter is None:
-            self._promoter = build_promoter(
-                self.settings, role="trigger", postgres_dsn=self.postgres_dsn,
-                redis_url=self.redis_url, localai_url=self.localai_url,
-            )
+            self._promoter = Promoter.from_services(self.services, "trigger")
         return self._promoter
 
-    def deploy_version(self, domain_id: str, registry_version: int | str) -> dict[str, Any]:
-        """The automatic decision for a registered version, carried out to the end."""
+    def deploy(self, domain_id: str, version: Any) -> dict[str, Any]:
+        """The automatic decision for a registered ``ModelVersion``, carried out to the end.
+        With the config store down, the version is tagged pending and the error raised."""
         validate_domain_id(domain_id)
         try:
             promoter = self.promoter
-            promotion = promoter.request(domain_id, int(registry_version))
+            promotion = promoter.request_for(domain_id, version, reason="deploy after training")
         except ConfigStoreError as error:
-            _tag_pending(domain_id, registry_version, str(error))
+            # With no store, the registry is where the pending promotion shows.
+            ServingTargets(self.services.registry).note_pending(domain_id, version.version,
+                                                                str(error))
             raise
         return promotion_result(promoter.run(promotion))
 
-    def check_and_deploy(self, domain_id: str, training_run_id: str, metrics: dict[str, Any],
-                         model_path: str | None = None) -> dict[str, Any]:
-        """The seed's call: gate ``metrics``, then promote the version of ``training_run_id``.
-
-        The gate runs first on the metrics given; a refusal needs no registry version.
-        A passing result promotes the registered version tagged with the training run.
-        """
-        from mlflow.tracking import MlflowClient
-
+    def deploy_version(self, domain_id: str, registry_version: int | str) -> dict[str, Any]:
+        """:meth:`deploy` for a version number of the domain's registered model."""
         validate_domain_id(domain_id)
-        client = MlflowClient()
-        decision = decide(metrics, domain_thresholds(client, domain_id, self.settings.thresholds))
-        version = self._version_of_run(client, domain_id, training_run_id)
-        base = {"domain_id": domain_id, "training_run_id": training_run_id,
-                "model_path": model_path, "gate": decision.to_dict()}
-        if version is None:
-            reason = (decision.summary() if not decision.passed else
-                      f"no version of {registered_model_name(domain_id)} carries "
-                      f"training_run_id={training_run_id}; train it with DomainTrainer first")
-            return {**base, "deployed": False, "reason": reason, "model_version": None,
-                    "registry_version": None, "state": None, "targets": {}}
-        promoter = self.promoter
-        promotion = promoter.request(domain_id, int(version), metrics=dict(metrics))
-        return {**base, **promotion_result(promoter.run(promotion))}
+        return self.deploy(domain_id,
+                           self.services.registry.version(domain_id, registry_version))
 
-    @staticmethod
-    def _version_of_run(client: Any, domain_id: str, training_run_id: str) -> str | None:
-        if "'" in training_run_id or "\\" in training_run_id:
-            return None  # our run ids never hold quotes; nothing can match
-        found = client.search_model_versions(
-            f"name = '{registered_model_name(domain_id)}' "
-            f"AND tags.training_run_id = '{training_run_id}'")
-        return max((v.version for v in found), key=int, default=None)
+    def check_and_deploy(self, domain_id: str, training_run_id: str,
+                         metrics: Mapping[str, Any] | None = None,
+                         model_path: str | None = None) -> dict[str, Any]:
+        """The seed's call: promote the version of ``training_run_id`` if it passes.
+
+        The version's own recorded figures decide, under today's thresholds.
+        ``metrics`` may only add restrictions: each gated metric it names must pass
+        too, and a refusal on them (a missing or NaN value included) refuses this call
+        only, leaving the version promotable later. Every reason is listed.
+        """
+        validate_domain_id(domain_id)
+        registry = self.services.registry
+        version = registry.version_of_run(domain_id, training_run_id)
+        thresholds = registry.thresholds(domain_id)
+        asked = decide(metrics or {}, thresholds, only_given=True)
+        refused = {"domain_id": domain_id, "training_run_id": training_run_id,
+                   "model_path": model_path, "deployed": False, "state": None, "targets": {}}
+        if version is None:
+            reasons = [f"no version of {registered_model_name(domain_id)} carries "
+                       f"training_run_id={training_run_id}; train it with DomainTrainer first",
+                       *(f"caller's metrics: {reason}" for reason in asked.reasons)]
+            return {**refused, "model_version": None, "registry_version": None,
+                    "gate": asked.to_dict(), "reason": "; ".join(reasons)}
+        if not asked.passed:
+            gate = decide(version_metrics(version), thresholds).combined(asked, "caller's metrics")
+            return {**refused, "model_version": version.tags.get("model_version"),
+                    "registry_version": str(version.version), "gate": gate.to_dict(),
+                    "reason": "refused for this call, the version stays promotable: "
+                              + gate.summary()}
+        return {"training_run_id": training_run_id, "model_path": model_path,
+                **self.deploy(domain_id, version)}

@@ -24,6 +24,7 @@ from typing import Any
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
+from domain_mlflow.sinks.rows import Kind
 
 _log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class WebhookReceiver:
             if config and config.registry_version == version:
                 return {"status": "ignored", "event": event, "reason": "already production"}
             promotion = self.promoter.request(
-                domain, version, kind="force",
+                domain, version, kind=Kind.FORCE,
                 request_key=f"alias:{domain}:{version}:{config.version_number if config else 0}",
                 reason=f"production alias set to version {version} in the registry")
         elif event == "model_version.created" and isinstance(data.get("tags"), dict):

@@ -7,8 +7,10 @@ all of it or none of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,9 +29,10 @@ from domain_mlflow.sinks.rows import (
     history_from_row,
     promotion_from_row,
 )
+from domain_mlflow.sinks.sql import UPSERT_CONFIG, chunks, domain_lock_name, encode
 
 __all__ = ["ConfigStore", "ConfigWrite", "DomainConfig", "HistoryEntry", "Promotion",
-           "default_sqlite_path"]
+           "default_sqlite_path", "domain_lock_name"]
 
 
 @dataclass(frozen=True)
@@ -41,26 +44,6 @@ class ConfigWrite:
     registered_model: str
     serving_name: str
     targets: dict[str, str]
-
-
-def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
-    """IN-lists of at most ``size`` values (SQLite allows 999 parameters per statement)."""
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-_JSON_COLUMNS = ("decision", "targets", "metrics")
-_UPSERT_CONFIG = (
-    "INSERT INTO domain_configs (domain_id, model_version, registered_model, registry_version, "
-    "previous_registry_version, model_uri, serving_name, training_run_id, metrics, "
-    "version_number, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (domain_id) DO UPDATE SET model_version = excluded.model_version, "
-    "registered_model = excluded.registered_model, "
-    "registry_version = excluded.registry_version, "
-    "previous_registry_version = excluded.previous_registry_version, "
-    "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
-    "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
-    "version_number = excluded.version_number, updated_at = excluded.updated_at"
-)
 
 
 class ConfigStore:
@@ -81,6 +64,23 @@ class ConfigStore:
         """Postgres when a DSN is configured, else the SQLite file beside the MLflow store."""
         return cls.open(postgres_dsn or settings.postgres_dsn, cls.embedded_path(settings))
 
+    @classmethod
+    def open_existing(cls, postgres_dsn: str | None, sqlite_path: str | os.PathLike[str]
+                      ) -> ConfigStore | None:
+        """The store, read-only, if one was ever migrated there; else None. Creates,
+        migrates and writes nothing: a look at the dashboard must leave no trace."""
+        from domain_mlflow.sinks.migrations import has_schema
+
+        if not postgres_dsn and not Path(sqlite_path).exists():
+            return None
+        store, migrated = cls(open_database(postgres_dsn, sqlite_path, read_only=True)), False
+        try:
+            migrated = has_schema(store.database)
+        finally:
+            if not migrated:
+                store.close()
+        return store if migrated else None
+
     @staticmethod
     def embedded_path(settings: Any) -> Path:
         """The SQLite file used without a DSN: ``CONFIG_STORE_PATH``, else beside the
@@ -91,6 +91,28 @@ class ConfigStore:
 
     def close(self) -> None:
         self.database.close()
+
+    # --- locks ----------------------------------------------------------------------
+
+    def lock(self, name: str, blocking: bool = True, timeout: float = 60.0
+             ) -> contextlib.AbstractContextManager[bool]:
+        """A named lock shared by every process on this store (advisory lock / file lock)."""
+        return self.database.lock(name, blocking=blocking, timeout=timeout)
+
+    def lock_many(self, names: list[str]) -> contextlib.AbstractContextManager[set[str]]:
+        """Try every named lock at once; yields the names this caller now holds."""
+        return self.database.lock_many(names)
+
+    @contextlib.contextmanager
+    def domain_lock(self, domain_id: str, timeout: float = 120.0) -> Iterator[bool]:
+        """The lock under which one promoter at a time works on a domain."""
+        with self.lock(domain_lock_name(domain_id), timeout=timeout) as got:
+            yield got
+
+    @property
+    def lock_holders(self) -> int:
+        """How many locks can be held side by side (pool size)."""
+        return self.database.lock_holders
 
     # --- domain configs -----------------------------------------------------------
 
@@ -144,13 +166,15 @@ class ConfigStore:
                 inserted = tx.execute(
                     "INSERT INTO promotions (request_key, domain_id, registry_version, kind, "
                     "state, model_version, model_uri, run_id, training_run_id, metrics, actor, "
-                    "reason, targets, attempts, next_attempt_at, created_at, updated_at) VALUES "
-                    "(%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s) "
+                    "reason, targets, attempts, next_attempt_at, created_at, updated_at, "
+                    "noted_in_registry) VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, 0, %s, %s, %s, %s) "
                     "ON CONFLICT (request_key) DO NOTHING RETURNING *",
-                    (r["request_key"], r["domain_id"], r["registry_version"], r["kind"],
+                    (r["request_key"], r["domain_id"], r["registry_version"], str(r["kind"]),
                      r["model_version"], r["model_uri"], r["run_id"], r.get("training_run_id"),
                      json.dumps(r["metrics"]), r["actor"], r["reason"],
-                     json.dumps(r["targets"]), now, now, now),
+                     json.dumps(r["targets"]), now, now, now,
+                     int(bool(r.get("noted_in_registry")))),
                 )
                 rows = inserted or tx.execute("SELECT * FROM promotions WHERE request_key = %s",
                                               (r["request_key"],))
@@ -173,15 +197,16 @@ class ConfigStore:
                            ) -> list[Promotion]:
         """Unfinished promotions of these domains, oldest first."""
         found: list[Promotion] = []
-        for chunk in _chunks(domain_ids):
+        for chunk in chunks(domain_ids):
             marks = ", ".join(["%s"] * len(chunk))
             found += self._open_promotions(f" AND domain_id IN ({marks})", chunk, due_only)
         return sorted(found, key=lambda promotion: promotion.id)
 
     def _open_promotions(self, where: str, params: list[Any], due_only: bool
                          ) -> list[Promotion]:
-        sql = "SELECT * FROM promotions WHERE state IN (%s, %s, %s, %s, %s)" + where
-        params = [*OPEN_STATES, *params]
+        marks = ", ".join(["%s"] * len(OPEN_STATES))
+        sql = f"SELECT * FROM promotions WHERE state IN ({marks})" + where
+        params = [*map(str, OPEN_STATES), *params]
         if due_only:
             sql += " AND next_attempt_at <= %s"
             params.append(utc_now())
@@ -193,7 +218,7 @@ class ConfigStore:
         """(domain, version) pairs that have any promotion record, for these domains."""
         found: set[tuple[str, int]] = set()
         with self.database.transaction() as tx:
-            for chunk in _chunks(domain_ids):
+            for chunk in chunks(domain_ids):
                 marks = ", ".join(["%s"] * len(chunk))
                 rows = tx.execute(
                     "SELECT DISTINCT domain_id, registry_version FROM promotions "
@@ -206,7 +231,7 @@ class ConfigStore:
         """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
         found: set[str] = set()
         with self.database.transaction() as tx:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 marks = ", ".join(["%s"] * len(chunk))
                 rows = tx.execute(
                     f"SELECT request_key FROM promotions WHERE request_key IN ({marks})", chunk
@@ -240,10 +265,9 @@ class ConfigStore:
         now = utc_now()
         statements: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for promotion, to_state, changes in moves:
-            encoded = {key: json.dumps(value) if key in _JSON_COLUMNS else value
-                       for key, value in changes.items()}
+            encoded = {key: encode(key, value) for key, value in changes.items()}
             statements.setdefault(tuple(encoded), []).append(
-                (to_state, now, *encoded.values(), promotion.id, promotion.state))
+                (str(to_state), now, *encoded.values(), promotion.id, str(promotion.state)))
         for columns, rows in statements.items():
             extra = "".join(f", {column} = %s" for column in columns)
             changed = tx.execute_many(f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
@@ -265,29 +289,33 @@ class ConfigStore:
 
     def _promotions(self, tx: Transaction, ids: list[int]) -> list[Promotion]:
         found: dict[int, Promotion] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             marks = ", ".join(["%s"] * len(chunk))
             rows = tx.execute(f"SELECT * FROM promotions WHERE id IN ({marks})", chunk)
             found.update((int(row["id"]), promotion_from_row(row)) for row in rows)
         return [found[promotion_id] for promotion_id in ids]
 
     def record_failure(self, promotion: Promotion, error: str, retry_in: timedelta,
-                       targets: dict[str, str]) -> Promotion:
+                       targets: dict[str, str], noted_in_registry: bool = False) -> Promotion:
+        """Count a failed attempt: the error, the time of the next one, the targets.
+        ``noted_in_registry``: the version now carries our pending tag."""
         with self.database.transaction() as tx:
             rows = tx.execute(
                 "UPDATE promotions SET attempts = attempts + 1, last_error = %s, "
-                "next_attempt_at = %s, targets = %s, updated_at = %s WHERE id = %s RETURNING *",
+                "next_attempt_at = %s, targets = %s, updated_at = %s, "
+                "noted_in_registry = CASE WHEN %s = 1 THEN 1 ELSE noted_in_registry END "
+                "WHERE id = %s RETURNING *",
                 (error[:2000], utc_now() + retry_in, json.dumps(targets), utc_now(),
-                 promotion.id),
+                 int(noted_in_registry), promotion.id),
             )
         return promotion_from_row(rows[0])
 
-    def reject(self, promotion: Promotion, decision: dict[str, Any], reason: str,
+    def reject(self, promotion: Promotion, decision: Any, reason: str,
                targets: dict[str, str]) -> Promotion:
         """Record the gate's refusal: history row and terminal state together."""
         return self.reject_many([(promotion, decision, reason, targets)])[0]
 
-    def reject_many(self, refusals: list[tuple[Promotion, dict[str, Any], str, dict[str, str]]]
+    def reject_many(self, refusals: list[tuple[Promotion, Any, str, dict[str, str]]]
                     ) -> list[Promotion]:
         """:meth:`reject` for many (promotion, decision, reason, targets), in one transaction."""
         with self.database.transaction() as tx:
@@ -328,7 +356,7 @@ class ConfigStore:
                                 number, now))
                 history.append((promotion, write.action, promotion.reason, previous, number))
             if upserts:
-                tx.execute_many(_UPSERT_CONFIG, upserts)
+                tx.execute_many(UPSERT_CONFIG, upserts)
                 self._history(tx, history)
             moved = self._advance(tx, [(write.promotion, "config_written",
                                         {"targets": write.targets}) for write in writes])
@@ -337,7 +365,7 @@ class ConfigStore:
 
     def _configs(self, tx: Transaction, domain_ids: list[str]) -> dict[str, DomainConfig]:
         found: dict[str, DomainConfig] = {}
-        for chunk in _chunks(domain_ids):
+        for chunk in chunks(domain_ids):
             marks = ", ".join(["%s"] * len(chunk))
             rows = tx.execute(f"SELECT * FROM domain_configs WHERE domain_id IN ({marks})",
                               chunk)

@@ -110,18 +110,26 @@ def _sqlite_values(params: Sequence[Any]) -> list[Any]:
 
 
 class SQLiteDatabase(Database):
-    """An embedded store: one file, WAL journal, writers serialised by SQLite itself."""
+    """An embedded store: one file, WAL journal, writers serialised by SQLite itself.
+
+    ``read_only`` opens the file as it is (never creating it) and refuses writes."""
 
     dialect = SQLITE
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.description = f"sqlite:///{self.path}"
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        if self.read_only:
+            # mode=ro fails on a missing file instead of creating it.
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=30.0, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA busy_timeout=30000")
         return connection
 
@@ -133,7 +141,8 @@ class SQLiteDatabase(Database):
             raise ConfigStoreError(f"cannot open config store {self.path}: {error}") from None
         try:
             # IMMEDIATE takes the write lock up front: no upgrade deadlocks between writers.
-            connection.execute("BEGIN IMMEDIATE")
+            # A reader takes no lock until it reads, and never blocks a writer.
+            connection.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
             yield _SQLiteTransaction(connection)
             connection.execute("COMMIT")
         except sqlite3.OperationalError as error:
@@ -187,15 +196,19 @@ class _PostgresTransaction:
 
 
 class PostgresDatabase(Database):
-    """PostgreSQL through a psycopg 3 connection pool, opened on first use."""
+    """PostgreSQL through a psycopg 3 connection pool, opened on first use.
+
+    ``read_only`` makes every transaction ``READ ONLY``: the server refuses writes."""
 
     dialect = POSTGRES
 
-    def __init__(self, dsn: str, max_size: int = 16, connect_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, max_size: int = 16, connect_timeout: float = 5.0,
+                 read_only: bool = False) -> None:
         self.dsn = dsn
         self.description = redact_url(dsn)
         self.max_size = max_size
         self.connect_timeout = connect_timeout
+        self.read_only = read_only
         self._pool: Any = None
         self._schema_name: str | None = None
 
@@ -207,6 +220,7 @@ class PostgresDatabase(Database):
                 self.dsn, min_size=1, max_size=self.max_size, open=False,
                 kwargs={"connect_timeout": max(1, int(self.connect_timeout))},
                 timeout=self.connect_timeout,
+                configure=_read_only_transactions if self.read_only else None,
             )
             try:
                 pool.open(wait=True, timeout=self.connect_timeout)
@@ -314,8 +328,14 @@ class PostgresDatabase(Database):
             self._pool = None
 
 
-def open_database(postgres_dsn: str | None, sqlite_path: str | os.PathLike[str]) -> Database:
-    """Postgres when a DSN is given, else the embedded SQLite file."""
+def _read_only_transactions(connection: Any) -> None:
+    connection.read_only = True
+
+
+def open_database(postgres_dsn: str | None, sqlite_path: str | os.PathLike[str],
+                  read_only: bool = False) -> Database:
+    """Postgres when a DSN is given, else the embedded SQLite file (see ``read_only``
+    on each)."""
     if postgres_dsn:
-        return PostgresDatabase(postgres_dsn)
-    return SQLiteDatabase(sqlite_path)
+        return PostgresDatabase(postgres_dsn, read_only=read_only)
+    return SQLiteDatabase(sqlite_path, read_only=read_only)

@@ -44,11 +44,15 @@ class LocalAIClient:
 
     def request(self, method: str, path: str, *, json: Any = None, ok: tuple[int, ...] = (200,),
                 timeout: float | None = None) -> Any:
-        """Send one call; retry connection errors and 429/5xx; return the decoded body."""
+        """Send one call; retry connection errors and 429/5xx; return the decoded body.
+
+        A failure is a :class:`SinkError` whose ``status`` is the last HTTP status LocalAI
+        answered, or None when the last attempt got no answer (refused, timed out).
+        """
         import requests
 
         url = f"{self.base_url}{path}"
-        problem = ""
+        problem, status = "", None
         for attempt in range(self.retries):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -56,14 +60,15 @@ class LocalAIClient:
                 response = self.session.request(method, url, json=json,
                                                 timeout=timeout or self.timeout)
             except requests.RequestException as error:
-                problem = f"{type(error).__name__}: {error}"
+                problem, status = f"{type(error).__name__}: {error}", None
                 continue
             if response.status_code in ok:
                 return response.json() if response.content else None
             problem = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code not in _RETRY_STATUSES:
+            status = response.status_code
+            if status not in _RETRY_STATUSES:
                 break
-        raise SinkError(f"LocalAI {method} {path} failed: {problem}")
+        raise SinkError(f"LocalAI {method} {path} failed: {problem}", status=status)
 
     def model_names(self) -> set[str]:
         body = self.request("GET", "/v1/models")
@@ -77,7 +82,7 @@ class LocalAIClient:
         try:
             return self.request("GET", f"/api/models/config-json/{quote(name, safe='')}")
         except SinkError as error:
-            if "HTTP 404" in str(error):
+            if error.status == 404:
                 return None
             raise
 
@@ -91,23 +96,61 @@ class LocalAIClient:
         return found
 
     def delete_model(self, name: str, wait_seconds: float = 10.0) -> None:
-        """``POST /models/delete/:name``: LocalAI drops the config, its YAML and the files it
-        names, in a background job, so wait (bounded) until ``GET /v1/models`` stops listing it."""
-        self.request("POST", f"/models/delete/{quote(name, safe='')}")
+        """Delete the config ``name``, its YAML and the files no other config names.
+
+        ``POST /models/delete/:name`` drops the config from LocalAI's memory and enqueues a
+        gallery job that removes the files; wait (bounded) until the job is processed, then
+        check ``GET /v1/models``: in LocalAI 4.9 a request or reload that re-read the YAML
+        before the job removed it puts the config back until LocalAI restarts.
+        """
+        job = self.request("POST", f"/models/delete/{quote(name, safe='')}") or {}
+        status = self.wait_for_job(str(job["uuid"]), wait_seconds) if job.get("uuid") else None
+        if status is not None and (status.get("error") or status.get("cancelled")):
+            raise SinkError(f"LocalAI could not delete {name!r}: "
+                            f"{status.get('error') or 'the deletion job was cancelled'}")
+        if name in self.model_names():
+            raise SinkError(f"LocalAI still lists {name!r} after deleting it: a request or reload "
+                            "read its config back before the deletion job removed the file; "
+                            "restart LocalAI to drop it")
+
+    def job_status(self, job_id: str) -> dict[str, Any] | None:
+        """``GET /models/jobs/:uuid``: the gallery job's status, or None when LocalAI has none.
+
+        LocalAI answers 500 for an id it has no status for: after a restart, and always
+        before 4.8, whose delete handed back an id the job never ran under.
+        """
+        try:
+            return self.request("GET", f"/models/jobs/{quote(job_id, safe='')}")
+        except SinkError as error:
+            if error.status == 500:
+                return None
+            raise
+
+    def wait_for_job(self, job_id: str, wait_seconds: float = 10.0) -> dict[str, Any] | None:
+        """Poll the job with backoff until LocalAI has processed it (None: it has no status)."""
         deadline, pause = time.monotonic() + wait_seconds, self.backoff
-        while name in self.model_names():
-            if time.monotonic() >= deadline:
-                raise SinkError(f"LocalAI still lists {name!r} {wait_seconds:g} s after "
-                                "deleting it")
-            time.sleep(pause)
+        while True:
+            status = self.job_status(job_id)
+            if status is None or status.get("processed"):
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SinkError(f"LocalAI job {job_id} is still {status.get('message')!r} "
+                                f"{wait_seconds:g} s after it was submitted; see "
+                                f"GET /models/jobs/{job_id}")
+            time.sleep(min(pause, left))
             pause = min(pause * 2, 2.0)
 
     def shutdown(self, model: str) -> bool:
-        """Unload ``model``; False when it was not loaded (404, or 500 before LocalAI 4.8)."""
+        """Unload ``model``; False when it was not loaded.
+
+        LocalAI >= 4.8 answers 404. Before, it answered 500 for any failure, so only the
+        message ("model not found") tells an unloaded model from a real fault.
+        """
         try:
-            self.request("POST", "/backend/shutdown", json={"model": model}, ok=(200, 404))
+            self.request("POST", "/backend/shutdown", json={"model": model})
         except SinkError as error:
-            if "model not found" in str(error):
+            if error.status == 404 or (error.status == 500 and "model not found" in str(error)):
                 return False
             raise
         return True
@@ -174,15 +217,30 @@ class LocalAISink:
             "template": {"completion": PROMPT_TEMPLATE_GO},
         }
 
-    def switch(self, serving_name: str, domain_id: str, model_version: str,
-               replaced_version: str | None) -> None:
-        """Configure the version, point the serving name at it, unload the replaced one."""
+    @staticmethod
+    def weights_of(config: dict[str, Any]) -> str:
+        """``parameters.model`` of a versioned config: ``<domain_id>/<model_version>``."""
+        return str((config.get("parameters") or {}).get("model") or "")
+
+    @classmethod
+    def domain_of_config(cls, config: dict[str, Any]) -> str | None:
+        """The domain whose weights a versioned config serves, or None for another config."""
+        weights = cls.weights_of(config)
+        return weights.split("/", 1)[0] if "/" in weights else None
+
+    def serve_version(self, domain_id: str, model_version: str) -> None:
+        """Configure the version under its own name and confirm LocalAI lists it."""
         self.client.import_config(self.versioned_config(domain_id, model_version))
+        if model_version not in self.client.model_names():
+            raise SinkError(f"LocalAI does not list {model_version!r} after importing it")
+
+    def point(self, serving_name: str, model_version: str, replaced_version: str | None
+              ) -> None:
+        """Point the alias ``serving_name`` at a served version, unload the replaced one."""
         self.client.import_config({"name": serving_name, "alias": model_version})
         if replaced_version and replaced_version != model_version:
             self.client.shutdown(replaced_version)
-        names = self.client.model_names()
-        missing = {serving_name, model_version} - names
+        missing = {serving_name, model_version} - self.client.model_names()
         if missing:
             raise SinkError(f"LocalAI does not list {sorted(missing)} after the switch")
 

@@ -101,6 +101,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "CREATE INDEX alerts_domain ON alerts (domain_id, id)",
     ]),
+    (3, "promotions remember whether the version carries our pending tag", [
+        "ALTER TABLE promotions ADD COLUMN noted_in_registry INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 
 
@@ -126,3 +129,16 @@ def apply_migrations(database: Database) -> list[int]:
             )
             applied.append(number)
     return applied
+
+
+def has_schema(database: Database) -> bool:
+    """Whether migrations were ever applied here (``schema_migrations`` exists); creates
+    nothing."""
+    if database.dialect.name == "postgresql":
+        # Resolved on the DSN's search_path, as every unqualified table name is.
+        sql = "SELECT to_regclass('schema_migrations') IS NOT NULL AS found"
+    else:
+        sql = ("SELECT COUNT(*) > 0 AS found FROM sqlite_master WHERE type = 'table' "
+               "AND name = 'schema_migrations'")
+    with database.transaction() as tx:
+        return bool(tx.execute(sql)[0]["found"])

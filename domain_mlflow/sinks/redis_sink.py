@@ -49,13 +49,10 @@ class RedisSink:
         except redis.RedisError as error:
             raise SinkError(f"Redis {redact_url(self.url)} {what} failed: {error}") from None
 
-    def publish_config(self, domain_id: str, payload: dict[str, Any], event: str) -> None:
-        """SET the domain's key and PUBLISH ``{"event": ..., **payload}`` on the channel."""
-        self.publish_configs([(domain_id, payload, event)])
-
     def publish_configs(self, changes: list[tuple[str, dict[str, Any], str]]) -> None:
-        """:meth:`publish_config` for many (domain_id, payload, event): one round trip,
-        applied all together (MULTI/EXEC)."""
+        """For each (domain_id, payload, event): SET the domain's key to the payload and
+        PUBLISH ``{"event": ..., **payload}`` on the channel; one round trip, applied
+        all together (MULTI/EXEC). Only :class:`ServingTargets` calls it."""
         def write(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
             for domain_id, payload, event in changes:

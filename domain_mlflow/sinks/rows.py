@@ -5,14 +5,79 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from domain_mlflow.gate import GateDecision
 from domain_mlflow.sinks.database import to_datetime
 
-OPEN_STATES = ("pending", "approved", "config_written", "redis_synced", "localai_synced")
-TERMINAL_STATES = ("done", "rejected")
+
+class State(StrEnum):
+    """Where a promotion stands; each is recorded before the next step starts.
+
+    The new version is made servable before any pointer moves, then the pointers
+    flip one by one: config store, Redis, LocalAI's stable name, registry alias."""
+
+    PENDING = "pending"  # requested, not yet gated
+    APPROVED = "approved"  # passed the gate (or skips it: force, rollback)
+    SERVABLE = "servable"  # LocalAI serves the version under its versioned name
+    CONFIG_WRITTEN = "config_written"  # domain_configs names it
+    REDIS_SYNCED = "redis_synced"  # the Redis key names it (and was published)
+    LOCALAI_SYNCED = "localai_synced"  # LocalAI's stable name points at it
+    DONE = "done"  # the registry alias ``production`` names it
+    REJECTED = "rejected"  # refused by the gate
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (State.DONE, State.REJECTED)
+
+
+OPEN_STATES = tuple(state for state in State if state.is_open)
+TERMINAL_STATES = (State.DONE, State.REJECTED)
+
+
+class Kind(StrEnum):
+    """What a promotion asks for."""
+
+    PROMOTE = "promote"  # through the gate
+    FORCE = "force"  # past the gate, with a reason
+    ROLLBACK = "rollback"  # back to an earlier version, past the gate
+
+    @property
+    def history_action(self) -> str:
+        """The ``domain_config_history.action`` of a config written for this kind."""
+        return "force_promote" if self is Kind.FORCE else self.value
+
+
+class Target(StrEnum):
+    """The places a promotion writes, in the order it writes them."""
+
+    SERVING = "serving"  # the versioned model in LocalAI (servable, not yet pointed at)
+    CONFIG_STORE = "config_store"
+    REDIS = "redis"
+    LOCALAI = "localai"  # LocalAI's stable serving name
+    REGISTRY = "registry"
+
+
+class TargetStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    def text(self, detail: str = "") -> str:
+        """How the status is stored: ``status`` or ``status: detail``."""
+        return f"{self.value}: {detail}"[:500] if detail else self.value
+
+    @classmethod
+    def of(cls, text: str) -> TargetStatus:
+        return cls(text.split(":", 1)[0])
+
+
+def initial_targets() -> dict[str, str]:
+    return dict.fromkeys(Target, TargetStatus.PENDING.value)
 
 
 @dataclass
@@ -64,12 +129,18 @@ class Promotion:
     model_uri: str | None = None
     run_id: str | None = None
     training_run_id: str | None = None
-    decision: dict[str, Any] | None = None
+    decision: GateDecision | None = None
     last_error: str | None = None
+    # The version carries our promotion_status=pending tag, which success must overwrite.
+    noted_in_registry: bool = False
+
+    def __post_init__(self) -> None:
+        self.kind = Kind(self.kind)
+        self.state = State(self.state)
 
     @property
     def is_open(self) -> bool:
-        return self.state in OPEN_STATES
+        return self.state.is_open
 
 
 @dataclass
@@ -138,8 +209,9 @@ def promotion_from_row(row: dict[str, Any]) -> Promotion:
         model_uri=row["model_uri"],
         run_id=row["run_id"],
         training_run_id=row["training_run_id"],
-        decision=json.loads(row["decision"]) if row["decision"] else None,
+        decision=GateDecision.from_dict(json.loads(row["decision"])) if row["decision"] else None,
         last_error=row["last_error"],
+        noted_in_registry=bool(row.get("noted_in_registry")),
     )
 
 

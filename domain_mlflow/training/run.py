@@ -1,4 +1,7 @@
-"""One training run inside one MLflow run: start, fit, evaluate, publish, deploy."""
+"""One training run inside one MLflow run: start, fit, evaluate, publish, register.
+
+Training ends at a registered version; what happens to it next (the promotion) is
+composed above, through :attr:`RunContext.deploy`."""
 
 from __future__ import annotations
 
@@ -7,22 +10,24 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from domain_mlflow.data import LoadedData
 from domain_mlflow.data.records import Example
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.gate import GateDecision, decide
 from domain_mlflow.naming import model_version, utc_now
+from domain_mlflow.settings import Settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
 from domain_mlflow.training.distributed import ProcessGroup
 
-if TYPE_CHECKING:
-    from domain_mlflow.training.trainer import DomainTrainer
+# Given the domain and the ModelVersion just registered; returns the deployment result.
+Deploy = Callable[[str, Any], dict[str, Any]]
 
 _log = logging.getLogger(__name__)
 
@@ -52,12 +57,23 @@ class PreparedData:
         }
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a training run takes from its trainer."""
+
+    settings: Settings
+    model_output_dir: str
+    progress: bool | None = None
+    deploy: Deploy | None = None
+    client: Any = None  # an MlflowClient to share; one is made on first use otherwise
+
+
 class TrainingRun:
     """One training run inside one MLflow run: start, fit, evaluate, publish."""
 
     def __init__(
         self,
-        trainer: DomainTrainer,
+        context: RunContext,
         config: TrainingConfig,
         prepared: PreparedData,
         store: CheckpointStore,
@@ -65,14 +81,14 @@ class TrainingRun:
         checkpoint: Checkpoint | None,
         group: ProcessGroup | None = None,
     ) -> None:
-        self.trainer = trainer
+        self.context = context
         self.group = group or ProcessGroup()
         self.config = config
         self.prepared = prepared
         self.store = store
         self.training_run_id = training_run_id
         self.checkpoint = checkpoint
-        self.output_dir = Path(trainer.model_output_dir) / config.domain_id / training_run_id
+        self.output_dir = Path(context.model_output_dir) / config.domain_id / training_run_id
         self.mlflow_run_id = ""
 
     @cached_property
@@ -80,7 +96,7 @@ class TrainingRun:
         """Made on first use: ranks other than 0 never open the tracking store."""
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient()
+        return self.context.client or MlflowClient()
 
     def execute(self) -> dict[str, Any]:
         import mlflow
@@ -175,7 +191,7 @@ class TrainingRun:
             prepared.tokenizer.pad_token_id,
             sink=sink,
             on_checkpoint=on_checkpoint,
-            progress=self.trainer.progress if self.group.is_main else False,
+            progress=self.context.progress if self.group.is_main else False,
             group=self.group,
         )
 
@@ -249,7 +265,7 @@ class TrainingRun:
         for artifact_path, folder in folders.items():
             mlflow.log_artifacts(str(folder), artifact_path)
         thresholds = domain_thresholds(self.client, config.domain_id,
-                                       self.trainer.settings.thresholds)
+                                       self.context.settings.thresholds)
         decision = decide(metrics, thresholds)
         mlflow.set_tags({"validation_status": decision.status,
                          "validation_reasons": decision.summary()})
@@ -275,16 +291,17 @@ class TrainingRun:
             "deployment": None,
         }
         if config.register:
-            results.update(self._register(metrics, decision, folders["merged_model"]))
-            if config.deploy:
-                results["deployment"] = self._deploy(results["registry_version"])
+            version, registered = self._register(metrics, decision, folders["merged_model"])
+            results.update(registered)
+            if config.deploy and self.context.deploy:
+                results["deployment"] = self.context.deploy(config.domain_id, version)
         (self.output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         mlflow.log_dict(json.loads(json.dumps(results, default=str)), "results.json")
         return results
 
     def _register(
         self, metrics: dict[str, float], decision: GateDecision, merged_folder: Path
-    ) -> dict[str, Any]:
+    ) -> tuple[Any, dict[str, Any]]:
         import mlflow
 
         from domain_mlflow.registry import register_version
@@ -313,14 +330,13 @@ class TrainingRun:
         })
         _log.info("registered %s version %s as %s (gate %s)", version.name, version.version,
                   version_string, decision.status)
-        return {
+        return version, {
             "registered_model": version.name,
             "registry_version": str(version.version),
             "model_version": version_string,
             "model_uri": f"models:/{version.name}/{version.version}",
             "logged_model_uri": info.model_uri,
         }
-
 
     def _fresh_model_version(self) -> str:
         """``{domain_id}-v{YYYYMMDD_HHMMSS}``, waiting out a second another version took:
@@ -336,27 +352,6 @@ class TrainingRun:
                 return candidate
             time.sleep(1.0)
         return candidate
-
-    def _deploy(self, registry_version: str) -> dict[str, Any]:
-        """Promote the new version through the gate (the seed's auto-deploy step).
-
-        A sink that is down leaves the promotion pending for the poller; training
-        itself has succeeded either way.
-        """
-        from domain_mlflow.exceptions import DomainMlflowError
-        from domain_mlflow.promotion.trigger import AutoDeploymentTrigger
-
-        trigger = AutoDeploymentTrigger(
-            localai_url=self.trainer.localai_url, postgres_dsn=self.trainer.postgres_dsn,
-            redis_url=self.trainer.redis_url, settings=self.trainer.settings,
-        )
-        try:
-            return trigger.deploy_version(self.config.domain_id, registry_version)
-        except DomainMlflowError as error:
-            _log.warning("version %s registered, promotion pending: %s", registry_version, error)
-            return {"deployed": False, "reason": f"promotion pending: {error}",
-                    "registry_version": registry_version, "state": "pending"}
-
 
 def _count(model: Any, trainable_only: bool) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,4 +1,7 @@
-"""``DomainTrainer``: data → training → evaluation → gate → MLflow run and registry version."""
+"""``Trainer``: data → training → evaluation → gate → MLflow run and registry version.
+
+It ends at the registered version; the seed's ``DomainTrainer``
+(:mod:`domain_mlflow.workflow`) composes the promotion after it."""
 
 from __future__ import annotations
 
@@ -13,38 +16,36 @@ from domain_mlflow.settings import Settings, load_settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
 from domain_mlflow.training.distributed import join_process_group
-from domain_mlflow.training.run import PreparedData, TrainingRun
+from domain_mlflow.training.run import Deploy, PreparedData, RunContext, TrainingRun
 
 # What the resume checkpoint must share with the new run.
 _RESUME_KEYS = ("base_model", "fine_tune", "lora_r", "data_digest")
 
 
-class DomainTrainer:
+class Trainer:
     """Trains one model per domain and records everything in MLflow.
 
     Every argument is optional and defaults to the environment (see ``Settings``).
-    ``localai_url``, ``postgres_dsn`` and ``redis_url`` are kept for deployment;
-    they are never logged.
+    ``deploy`` is called with the domain and each newly registered ModelVersion; its
+    result is the result dict's ``deployment``.
     """
 
     def __init__(
         self,
-        localai_url: str | None = None,
-        postgres_dsn: str | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         model_output_dir: str | os.PathLike[str] | None = None,
         *,
-        redis_url: str | None = None,
         settings: Settings | None = None,
         progress: bool | None = None,
+        deploy: Deploy | None = None,
+        client: Any = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.localai_url = localai_url or self.settings.localai_url
-        self.postgres_dsn = postgres_dsn or self.settings.postgres_dsn
-        self.redis_url = redis_url or self.settings.redis_url
         self.checkpoint_dir = str(checkpoint_dir or self.settings.checkpoint_dir)
         self.model_output_dir = str(model_output_dir or self.settings.model_output_dir)
         self.progress = progress
+        self.deploy = deploy
+        self.client = client
 
     def train_domain_model(
         self,
@@ -77,7 +78,10 @@ class DomainTrainer:
             # Under torchrun every rank must use rank 0's id (clocks tick apart).
             run_id = group.from_main(
                 _new_training_run_id(config.domain_id, store) if group.is_main else None)
-        return TrainingRun(self, config, prepared, store, run_id, checkpoint, group).execute()
+        context = RunContext(self.settings, self.model_output_dir, self.progress, self.deploy,
+                             self.client)
+        return TrainingRun(context, config, prepared, store, run_id, checkpoint,
+                           group).execute()
 
 
 def _resume_checkpoint(config: TrainingConfig, store: CheckpointStore) -> Checkpoint | None:

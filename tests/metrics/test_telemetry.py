@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from domain_mlflow import DomainClient, DomainMetricsCollector
 from domain_mlflow.exceptions import PromotionError, SinkError
 from domain_mlflow.promotion.monitor import Monitor
+from domain_mlflow.settings import load_settings
+from domain_mlflow.sinks.config_store import ConfigStore
 from domain_mlflow.sinks.telemetry_store import query_pattern
 from tests.localai_double import LocalAIDouble
 from tests.promotion_helpers import PASSING, make_promoter, register_domain_version
@@ -64,6 +67,66 @@ def test_failures_are_recorded_as_errors(serving):
     quality = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics(DOMAIN)["quality"]
     assert quality["errors"] == 3
     assert quality["error_rate"] == pytest.approx(0.75)
+
+
+def stored_requests() -> list[dict]:
+    """DOMAIN's telemetry rows as the config store holds them, oldest first."""
+    store = ConfigStore.from_settings(load_settings())
+    try:
+        with store.database.transaction() as tx:
+            return tx.execute(
+                "SELECT serving_name, model_version, status, http_status FROM serving_requests "
+                "WHERE domain_id = %s ORDER BY id", (DOMAIN,))
+    finally:
+        store.close()
+
+
+def completion_models(localai: LocalAIDouble, since: int) -> list[str]:
+    """The ``model`` of each completion request the double received after the first ``since``."""
+    return [json.loads(call["body"])["model"]
+            for call in localai.calls("/v1/completions")[since:]]
+
+
+def test_localai_is_asked_for_the_resolved_version_and_the_record_names_it(serving):
+    localai, versions = serving
+    production = versions[1].tags["model_version"]
+    before = len(localai.calls("/v1/completions"))
+    assert DomainClient(DOMAIN).complete("How many orders?") == f"[{production}] How many orders?"
+    assert completion_models(localai, before) == [production]
+    assert production != DOMAIN  # the versioned config, not the alias
+    assert stored_requests() == [{"serving_name": DOMAIN, "model_version": production,
+                                  "status": "ok", "http_status": 200}]
+
+
+def test_without_a_known_version_localai_is_asked_for_the_serving_name(serving):
+    localai, versions = serving
+    client = DomainClient(DOMAIN)
+    client.resolve = lambda: (DOMAIN, None)  # a Redis value written without a version
+    before = len(localai.calls("/v1/completions"))
+    assert client.complete("Any orders?") == f"[{versions[1].tags['model_version']}] Any orders?"
+    assert completion_models(localai, before) == [DOMAIN]
+    assert stored_requests() == [{"serving_name": DOMAIN, "model_version": None,
+                                  "status": "ok", "http_status": 200}]
+
+
+def test_an_http_error_records_its_status_and_a_refused_connection_records_none(serving):
+    localai, versions = serving
+    production = versions[1].tags["model_version"]
+    localai.fail_next("/v1/completions", 500)
+    with pytest.raises(SinkError, match="HTTP 500") as answered:
+        DomainClient(DOMAIN).complete("broken")
+    assert answered.value.status == 500
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(SinkError, match="ConnectionError") as refused:
+        DomainClient(DOMAIN, localai_url=closed).complete("nobody home")
+    assert refused.value.status is None
+    assert stored_requests() == [
+        {"serving_name": DOMAIN, "model_version": production, "status": "error",
+         "http_status": 500},
+        {"serving_name": DOMAIN, "model_version": production, "status": "error",
+         "http_status": None}]
 
 
 def test_without_redis_the_config_store_names_the_serving_model(serving, monkeypatch):

@@ -18,13 +18,14 @@ from werkzeug.serving import make_server
 
 from dash_app.app import create_app
 from domain_mlflow.metrics.collector import DomainMetricsCollector
+from tests.helpers import open_promotion
 from tests.promotion_helpers import make_promoter, register_domain_version
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-OUTPUT = Path(__file__).parent / "output"
+OUTPUT = Path(__file__).parents[1] / "output"
 WAIT_SECONDS = 30
 # Each domain's runs, oldest first; the newest accuracy is the one its card must show.
 DOMAINS = {
@@ -160,6 +161,25 @@ def test_domain_page_draws_its_chart_versions_and_run_links(browser, dashboard_u
     assert "unknown domain 'no-such-domain'" in message.text
 
 
+def test_a_promotion_in_flight_shows_beside_production_on_its_card_and_page(
+        browser, dashboard_url):
+    moving = register_domain_version(PROMOTED)
+    open_promotion(moving, "LocalAI answered 503: model is loading")
+    expected = (f"in flight moving to v{moving.version} — at approved — error: LocalAI "
+                "answered 503: model is loading (1 failed attempt)")
+    browser.get(dashboard_url + "/")
+    card = f'.domain-card[data-domain="{PROMOTED}"]'
+    assert wait_for(browser, f"{card} .in-flight.has-error")[0].text == expected
+    text = browser.find_element("css selector", card).text
+    assert "last promotion: promote v1" in text  # production is still the first version
+    assert moving.tags["model_version"] not in text.replace(expected, "")
+    assert len(browser.find_elements("css selector", ".in-flight")) == 1
+    screenshot(browser, "dashboard-in-flight.png")
+
+    browser.get(f"{dashboard_url}/domain/{PROMOTED}")
+    assert wait_for(browser, ".domain-facts .in-flight")[0].text == expected
+
+
 def test_rankings_sort_and_compare_draws_bars(browser, dashboard_url):
     browser.get(dashboard_url + "/rankings")
     rows = wait_for(browser, "#rankings-table tbody tr", count=len(DOMAINS) + 1)
@@ -194,6 +214,9 @@ def test_sixty_domains_logged_straight_through_mlflow_each_get_a_card(browser):
         for domain_id, accuracy in expected.items():
             assert domain_id in texts[domain_id]
             assert f"accuracy {accuracy:.3f}" in texts[domain_id]
+        notice = wait_for(browser, ".store-notice")[0]  # nothing promoted: no store yet
+        assert notice.text.endswith(": nothing has been promoted")
+        assert "store-error" not in notice.get_attribute("class")
         screenshot(browser, "dashboard-sixty-domains.png")
     finally:
         server.shutdown()

@@ -10,6 +10,9 @@ import pytest
 
 from dash_app.app import create_app
 from domain_mlflow.metrics.collector import DomainMetricsCollector
+from domain_mlflow.settings import load_settings
+from domain_mlflow.sinks.config_store import ConfigStore
+from tests.helpers import open_promotion
 from tests.promotion_helpers import make_promoter, register_domain_version
 
 # Logged oldest first, per domain; the newest run's figures are the last dict.
@@ -200,3 +203,84 @@ def test_sixty_domains_are_all_listed_with_their_newest_accuracy():
     assert response.status_code == 200
     listed = {d["domain_id"]: d["newest"]["accuracy"] for d in response.get_json()["domains"]}
     assert listed == expected
+
+
+NOTHING_PROMOTED = "nothing has been promoted"
+
+
+def test_without_a_config_store_the_metrics_say_so_and_create_none(seeded, client, tmp_path):
+    path = ConfigStore.embedded_path(load_settings())
+    assert path.parent == tmp_path and not path.exists()
+
+    response = client.get("/api/metrics")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["store_error"] is None
+    assert body["store_note"] == f"no config store yet at {path}: {NOTHING_PROMOTED}"
+    assert sorted(d["domain_id"] for d in body["domains"]) == sorted(RUNS)
+    assert [(d["production"], d["in_flight"]) for d in body["domains"]] == \
+        [(None, None)] * len(RUNS)
+    detail = client.get("/api/metrics?domain_id=sql-agent").get_json()
+    assert (detail["store_note"], detail["store_error"]) == (body["store_note"], None)
+    assert client.get("/api/domains/sql-agent/history").get_json()["history"] == []
+    assert sorted(p.name for p in tmp_path.glob("*domain_configs*")) == []
+
+
+def test_an_empty_postgres_schema_is_no_store_yet_and_stays_unmigrated(seeded, postgres_dsn):
+    import psycopg
+
+    client = create_app(DomainMetricsCollector(postgres_dsn=postgres_dsn, cache_seconds=0)
+                        ).server.test_client()
+    response = client.get("/api/metrics")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["store_error"] is None
+    assert body["store_note"].startswith("no config store yet at postgresql://")
+    assert body["store_note"].endswith(f": {NOTHING_PROMOTED}")
+    assert client.get("/api/domains/sql-agent/history").get_json()["history"] == []
+    with psycopg.connect(postgres_dsn, connect_timeout=5) as connection:
+        migrations, tables = connection.execute(
+            "SELECT to_regclass('schema_migrations'), (SELECT COUNT(*) FROM "
+            "information_schema.tables WHERE table_schema = current_schema())").fetchone()
+    assert (migrations, tables) == (None, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_backend(request, monkeypatch):
+    """The config store the environment names: the SQLite file, or a fresh Postgres schema."""
+    if request.param == "postgres":
+        monkeypatch.setenv("POSTGRES_DSN", request.getfixturevalue("postgres_dsn"))
+    return request.param
+
+
+def test_an_open_promotion_is_in_flight_while_production_stays_the_config_row(
+        seeded, store_backend):
+    serving = register_domain_version("sql-agent")
+    promoter = make_promoter()
+    promoter.request("sql-agent", int(serving.version))
+    promoter.process_domain("sql-agent")
+    moving = register_domain_version("sql-agent")
+    open_promotion(moving, "LocalAI answered 503: model is loading")
+    client = create_app(DomainMetricsCollector(cache_seconds=0)).server.test_client()
+
+    body = client.get("/api/metrics").get_json()
+    assert (body["store_error"], body["store_note"]) == (None, None)
+    domains = {d["domain_id"]: d for d in body["domains"]}
+    in_flight = domains["sql-agent"]["in_flight"]
+    assert {key: value for key, value in in_flight.items() if key != "since"} == {
+        "registry_version": int(moving.version),
+        "model_version": moving.tags["model_version"], "kind": "promote",
+        "state": "approved", "error": "LocalAI answered 503: model is loading",
+        "attempts": 1,
+    }
+    store = ConfigStore.from_settings(load_settings())
+    config = store.get_config("sql-agent")
+    store.close()
+    assert config.registry_version == int(serving.version)
+    assert domains["sql-agent"]["production"]["registry_version"] == config.registry_version
+    assert domains["sql-agent"]["production"]["model_version"] == config.model_version
+    assert [d["in_flight"] for name, d in domains.items() if name != "sql-agent"] == \
+        [None] * (len(RUNS) - 1)
+    detail = client.get("/api/metrics?domain_id=sql-agent").get_json()
+    assert (detail["in_flight"], detail["production"]["registry_version"]) == \
+        (in_flight, config.registry_version)

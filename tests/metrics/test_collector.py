@@ -10,7 +10,10 @@ import mlflow
 import pytest
 
 from domain_mlflow import DomainMetricsCollector
+from domain_mlflow.exceptions import ConfigStoreError
 from domain_mlflow.metrics.trends import rank, summarize, trend
+from domain_mlflow.sinks.config_store import ConfigStore
+from tests.helpers import open_promotion
 from tests.promotion_helpers import PASSING, make_promoter, register_domain_version
 
 
@@ -89,6 +92,72 @@ def test_versions_and_production_come_from_the_registry_and_config_store():
         (1, True, "production"), (2, False, "staging")]
     assert metrics["production"]["model_version"] == first.tags["model_version"]
     assert metrics["production"]["last_action"]["action"] == "promote"
+
+
+def test_the_oldest_open_promotion_is_in_flight_and_a_finished_one_is_not():
+    serving = register_domain_version("moving", PASSING)
+    promoter = make_promoter()
+    promoter.run(promoter.request("moving", int(serving.version)))
+    older, newer = (register_domain_version("moving", PASSING) for _ in range(2))
+    open_promotion(older, "redis unreachable")
+    open_promotion(newer, "redis unreachable again")
+    log_run("idle", accuracy=0.5)
+    collector = DomainMetricsCollector(cache_seconds=0)
+    metrics = collector.collect_domain_metrics("moving")
+    summary = collector.domain_summary("moving")
+    assert metrics["in_flight"] == summary["in_flight"]
+    assert (metrics["in_flight"]["registry_version"], metrics["in_flight"]["error"]) == \
+        (int(older.version), "redis unreachable")
+    assert metrics["production"]["registry_version"] == int(serving.version)
+    assert collector.domain_summary("idle")["in_flight"] is None
+    assert collector.store_status() == {"store_error": None, "store_note": None}
+
+
+def test_open_existing_finds_no_store_without_creating_one(tmp_path, postgres_dsn):
+    import psycopg
+
+    missing = tmp_path / "nested" / "domain_configs.db"
+    assert ConfigStore.open_existing(None, missing) is None
+    assert not missing.parent.exists()
+    assert ConfigStore.open_existing(postgres_dsn, missing) is None
+    with psycopg.connect(postgres_dsn, connect_timeout=5) as connection:
+        [(tables,)] = connection.execute(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+            "current_schema()").fetchall()
+    assert tables == 0
+
+
+def test_open_existing_reads_a_migrated_sqlite_store_and_refuses_writes(tmp_path):
+    path = tmp_path / "domain_configs.db"
+    ConfigStore.open(None, path).close()
+    store = ConfigStore.open_existing(None, path)
+    assert store is not None
+    assert store.all_configs() == [] and store.open_promotions() == []
+    with pytest.raises(ConfigStoreError, match="readonly"):
+        store.remember_delivery("delivery-1", "model_version.created")
+    store.close()
+
+
+def test_open_existing_reads_a_migrated_postgres_store_and_refuses_writes(postgres_dsn):
+    import psycopg
+
+    ConfigStore.open(postgres_dsn, "unused.db").close()
+    store = ConfigStore.open_existing(postgres_dsn, "unused.db")
+    assert store is not None
+    assert store.all_configs() == [] and store.open_promotions() == []
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        store.remember_delivery("delivery-1", "model_version.created")
+    store.close()
+
+
+def test_a_store_that_does_not_answer_is_an_error_not_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONFIG_STORE_PATH", str(tmp_path))  # a folder, not a database
+    log_run("sql", accuracy=0.8)
+    collector = DomainMetricsCollector(cache_seconds=0)
+    status = collector.store_status()
+    assert status["store_note"] is None
+    assert "config store" in status["store_error"]
+    assert collector.collect_domain_metrics("sql")["store_error"] == status["store_error"]
 
 
 def test_comparison_ranks_each_metric_best_first():

@@ -13,37 +13,16 @@ from mlflow.tracking import MlflowClient
 from domain_mlflow import AutoDeploymentTrigger
 from domain_mlflow.promotion import manual
 from domain_mlflow.promotion.poller import Poller
-from domain_mlflow.sinks.localai import LocalAIClient
-from domain_mlflow.sinks.redis_sink import RedisSink
-from tests.helpers import LOCALAI_TEST_KEY, lock_held_elsewhere
-from tests.promotion_helpers import FAILING, PASSING, make_promoter, register_domain_version
+from tests.helpers import lock_held_elsewhere
+from tests.promotion_helpers import (
+    FAILING,
+    PASSING,
+    assert_everywhere,
+    make_promoter,
+    register_domain_version,
+)
 
 DOMAIN = "0x5678-SQLAgent"
-API_KEY = LOCALAI_TEST_KEY
-
-
-@pytest.fixture
-def services(postgres_dsn, redis_url, localai, monkeypatch):
-    monkeypatch.setenv("POSTGRES_DSN", postgres_dsn)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("PROMOTION_RETRY_BASE_SECONDS", "0.01")
-    return localai
-
-
-def assert_everywhere(localai, version, domain=DOMAIN):
-    """Registry alias, config store, Redis and LocalAI all name ``version``."""
-    expected = version.tags["model_version"]
-    client = MlflowClient()
-    promoter = make_promoter()
-    assert str(client.get_registered_model(f"domain.{domain}").aliases["production"]) == \
-        str(version.version)
-    config = promoter.store.get_config(domain)
-    assert (config.model_version, config.registry_version) == (expected, int(version.version))
-    redis_value = RedisSink(os.environ["REDIS_URL"], os.environ["REDIS_KEY_PREFIX"]).get(domain)
-    assert redis_value["model_version"] == expected
-    assert localai.config(domain)["alias"] == expected
-    answer = LocalAIClient(localai.url, API_KEY).complete(domain, "How many orders?")
-    assert answer["choices"][0]["text"].startswith(f"[{expected}]")
 
 
 def test_versions_promote_in_turn_a_failing_one_changes_nothing_and_rollback_restores(services):
@@ -93,8 +72,8 @@ def test_training_deploys_through_the_trigger(services, small_sql_data, monkeypa
     results = DomainTrainer().train_domain_model(DOMAIN, small_sql_data, max_steps=2)
     deployment = results["deployment"]
     assert deployment["deployed"] is True, deployment
-    assert deployment["targets"] == {"config_store": "done", "redis": "done", "localai": "done",
-                                     "registry": "done"}
+    assert deployment["targets"] == {"serving": "done", "config_store": "done", "redis": "done",
+                                     "localai": "done", "registry": "done"}
     version = MlflowClient().get_model_version(f"domain.{DOMAIN}", results["registry_version"])
     assert_everywhere(services, version)
     exported = services.models_dir / DOMAIN / results["model_version"] / "config.json"
@@ -106,7 +85,9 @@ def test_check_and_deploy_below_the_thresholds_refuses_with_reasons(services):
         domain_id=DOMAIN, training_run_id="test-run",
         metrics={"accuracy": 0.9, "latency_ms": 100}, model_path="./test_model.pt")
     assert result["deployed"] is False
-    assert result["reason"] == "training_loss is missing; validation_loss is missing"
+    assert result["reason"] == (
+        "no version of domain.0x5678-SQLAgent carries training_run_id=test-run; train it "
+        "with DomainTrainer first")
 
 
 def test_check_and_deploy_promotes_the_version_of_the_training_run(services):
@@ -150,7 +131,7 @@ def test_a_domain_locked_by_another_promoter_is_promoted_once_it_is_let_go(servi
         assert_everywhere(services, version, domain=domain)
 
 
-@pytest.mark.parametrize("state", ["approved", "config_written", "redis_synced",
+@pytest.mark.parametrize("state", ["approved", "servable", "config_written", "redis_synced",
                                    "localai_synced"])
 def test_a_crash_after_any_step_resumes_and_converges(services, state):
     version = register_domain_version(DOMAIN, PASSING)
@@ -174,7 +155,10 @@ def test_a_crash_after_any_step_resumes_and_converges(services, state):
     assert make_promoter().store.get_config(DOMAIN).version_number == 1
 
 
-@pytest.mark.parametrize("state", ["approved", "redis_synced", "localai_synced"])
+@pytest.mark.parametrize("state", ["approved", "redis_synced", "localai_synced",
+                                   # between a side effect and its record:
+                                   "localai-imported", "redis-written", "localai-pointed",
+                                   "alias-moved"])
 def test_a_killed_promote_process_is_finished_by_the_next_run(services, state, tmp_path):
     version = register_domain_version(DOMAIN, PASSING)
     env = {**os.environ, "DOMAIN_MLFLOW_FAILPOINT": state}
@@ -228,7 +212,8 @@ def test_localai_failing_or_hanging_is_retried_until_it_recovers(services, fault
     report = Poller(make_promoter("poller")).poll_once()
     assert report.pending == 1
     [pending] = make_promoter().store.open_promotions(DOMAIN)
-    assert pending.state == "redis_synced"
+    assert pending.state == "approved"  # not servable yet: no pointer has moved
+    assert make_promoter().store.get_config(DOMAIN) is None
     assert "LocalAI POST /models/import failed" in pending.last_error
     assert "production" not in MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases
 

@@ -1,7 +1,10 @@
-"""The LocalAI double over real HTTP: auth, listing, import/reload, aliases, loading, faults."""
+"""The LocalAI double over real HTTP: auth, listing, import/reload, aliases, loading,
+deletion jobs, faults; and our LocalAI client against it."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +14,8 @@ import pytest
 import requests
 import yaml
 
+from domain_mlflow.exceptions import SinkError
+from domain_mlflow.sinks.localai import LocalAIClient
 from tests.localai_double import LocalAIDouble
 
 KEY = "sk-test-key"
@@ -68,7 +73,7 @@ def import_config(localai: LocalAIDouble, config: dict[str, object]) -> requests
     return post(localai, "/models/import", json=config)
 
 
-# -- authentication (§1) -------------------------------------------------------------------
+# -- authentication (core/http/auth/middleware.go) -----------------------------------------
 def test_missing_key_gets_401_with_bearer_challenge_and_openai_error(localai: LocalAIDouble):
     response = get(localai, "/v1/models", headers={})
     assert response.status_code == 401
@@ -122,7 +127,7 @@ def test_the_double_refuses_a_non_loopback_host(models_dir: Path):
         LocalAIDouble(models_dir, host="0.0.0.0")
 
 
-# -- listing (§2) --------------------------------------------------------------------------
+# -- listing (core/http/endpoints/openai/list.go, core/services/galleryop/list_models.go) --
 def test_models_lists_configs_then_loose_files_but_no_folders_or_weights(
         models_dir: Path, localai: LocalAIDouble):
     for name in ("loose-model", "weights.safetensors", "README.md", "notes.txt", "x.bak-old"):
@@ -147,7 +152,7 @@ def test_loose_files_used_by_a_config_are_hidden_unless_exclude_configured_is_fa
     assert "raw-weights" in listed(localai, "?excludeConfigured=false")
 
 
-# -- import (§3) ---------------------------------------------------------------------------
+# -- import (core/http/endpoints/localai/import_model.go) ----------------------------------
 def test_import_json_writes_name_yaml_and_lists_it_at_once(
         models_dir: Path, localai: LocalAIDouble):
     config = {"name": "support", "backend": "transformers", "parameters": {"model": "support-v2"}}
@@ -207,7 +212,7 @@ def test_import_rejects_an_alias_chain_and_an_empty_body(localai: LocalAIDouble)
     assert (empty.status_code, empty.json()["error"]) == (400, "Request body is empty")
 
 
-# -- reload and the absence of a watcher (§4, §11) -----------------------------------------
+# -- reload and the absence of a watcher (edit_model.go, core/config/model_config_loader.go)
 def test_a_yaml_written_to_disk_is_not_listed_until_reload(
         models_dir: Path, localai: LocalAIDouble):
     write_config(models_dir, "dropped", parameters={"model": "support-v2"})
@@ -243,7 +248,7 @@ def test_inference_lazily_reads_name_yaml_for_an_unknown_name(
     assert response.json()["choices"][0]["text"] == "[support-v3] hello there"
 
 
-# -- inference (§9) ------------------------------------------------------------------------
+# -- inference (core/http/middleware/request.go, core/http/endpoints/openai/) --------------
 def test_completion_response_shape_and_word_count_usage(localai: LocalAIDouble):
     before = int(time.time())
     body = complete(localai, "support-v1", "one two three").json()
@@ -305,7 +310,8 @@ def test_malformed_json_body_is_a_400_in_the_generic_shape(localai: LocalAIDoubl
     assert error["message"].startswith("code=400, message=failed parsing request body: ")
 
 
-# -- aliases and loaded weights (§5, §10, §11) ---------------------------------------------
+# -- aliases, loaded weights, shutdown, config-json (model_config_loader.go, pkg/model/,
+# -- backend_monitor.go, config_meta.go) -----------------------------------------------------
 def test_alias_is_listed_served_by_the_target_backend_and_echoed(localai: LocalAIDouble):
     assert import_config(localai, {"name": "support", "alias": "support-v1"}).status_code == 200
     assert listed(localai) == ["support", "support-v1"]
@@ -384,18 +390,159 @@ def test_shutdown_of_a_model_that_is_not_loaded_or_not_named(localai: LocalAIDou
         "code": 400, "message": "code=400, message=model is required", "type": ""}}
 
 
-def test_delete_drops_the_config_its_file_and_its_backend(
-        models_dir: Path, localai: LocalAIDouble):
-    assert import_config(localai, {"name": "retired", "parameters": {"model": "support-v3"}}).ok
-    assert complete(localai, "retired").ok
-    response = post(localai, "/models/delete/retired")
+# -- deletion, a gallery job (core/http/endpoints/localai/gallery.go, core/services/galleryop/,
+# -- core/gallery/models.go) ------------------------------------------------------------------
+def job_status(localai: LocalAIDouble, job_id: str) -> requests.Response:
+    return get(localai, f"/models/jobs/{job_id}")
+
+
+def wait_processed(localai: LocalAIDouble, job_id: str, seconds: float = 10.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while not (status := job_status(localai, job_id).json())["processed"]:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+    return status
+
+
+def op_status(**fields: object) -> dict[str, object]:
+    """An OpStatus as LocalAI writes it: these fields, the rest at their zero value."""
+    return {"deletion": False, "file_name": "", "processed": False, "message": "",
+            "progress": 0, "file_size": "", "downloaded_size": "", "gallery_element_name": "",
+            "cancelled": False, "cancellable": False, **fields}
+
+
+@pytest.fixture
+def slow_jobs(models_dir: Path) -> Iterator[LocalAIDouble]:
+    """The double with its gallery jobs held back 1 s: time to look between POST and job."""
+    with LocalAIDouble(models_dir, api_keys=[KEY], job_delay=1.0) as double:
+        yield double
+
+
+def client_of(localai: LocalAIDouble) -> LocalAIClient:
+    return LocalAIClient(localai.url, KEY, timeout=5, backoff=0.02)
+
+
+def test_delete_answers_a_job_drops_the_config_at_once_and_the_files_when_the_job_runs(
+        models_dir: Path, slow_jobs: LocalAIDouble):
+    assert import_config(slow_jobs, {"name": "retired", "parameters": {"model": "support-v3"}}).ok
+    assert complete(slow_jobs, "retired").ok
+    response = post(slow_jobs, "/models/delete/retired")
     assert response.status_code == 200
     job = response.json()
-    assert job["status"] == f"{localai.url}/models/jobs/{job['uuid']}"
-    assert localai.model_names() == ["support-v1"] and localai.loaded == {}
+    assert job == {"uuid": job["uuid"], "status": f"{slow_jobs.url}/models/jobs/{job['uuid']}"}
+    assert "retired" not in listed(slow_jobs)  # RemoveModelConfig, in the handler
+    assert (models_dir / "retired.yaml").is_file() and "retired" in slow_jobs.loaded
+    queued = op_status(deletion=True, message="queued", phase="queued",
+                       gallery_element_name="retired", cancellable=True)
+    assert job_status(slow_jobs, job["uuid"]).json() == queued
+    completed = op_status(deletion=True, processed=True, message="completed", progress=100,
+                          gallery_element_name="retired")
+    assert wait_processed(slow_jobs, job["uuid"]) == completed
+    assert get(slow_jobs, "/models/jobs").json() == {job["uuid"]: completed}
+    assert not (models_dir / "retired.yaml").exists() and slow_jobs.loaded == {}
+    assert (models_dir / "support-v3").is_dir()  # os.Remove leaves a non-empty folder
+    assert complete(slow_jobs, "retired").status_code == 404
+
+
+def test_until_the_job_ran_a_request_reads_the_yaml_back_and_the_name_outlives_the_job(
+        models_dir: Path, slow_jobs: LocalAIDouble):
+    assert import_config(slow_jobs, {"name": "retired", "parameters": {"model": "support-v3"}}).ok
+    job = post(slow_jobs, "/models/delete/retired").json()
+    assert "retired" not in listed(slow_jobs)
+    assert complete(slow_jobs, "retired").ok  # LoadModelConfigFileByName: retired.yaml is there
+    assert "retired" in listed(slow_jobs)
+    assert wait_processed(slow_jobs, job["uuid"])["message"] == "completed"
     assert not (models_dir / "retired.yaml").exists()
-    assert (models_dir / "support-v3").is_dir()  # a non-empty weights folder is not removed
-    assert complete(localai, "retired").status_code == 404
+    assert "retired" in listed(slow_jobs)  # v4.9.0 reloads additively after the job
+
+
+def test_deleting_a_name_without_a_yaml_fails_its_job_with_go_s_error(
+        models_dir: Path, localai: LocalAIDouble):
+    response = post(localai, "/models/delete/never-was")
+    assert response.status_code == 200  # the handler accepts any name
+    problem = f"remove {models_dir / 'never-was.yaml'}: no such file or directory"
+    assert wait_processed(localai, response.json()["uuid"]) == op_status(
+        deletion=True, error=problem, processed=True, message=f"error: {problem}")
+
+
+def test_a_delete_keeps_the_files_another_config_names(models_dir: Path, localai: LocalAIDouble):
+    (models_dir / "shared.gguf").write_text("x", encoding="utf-8")
+    (models_dir / "own.gguf").write_text("x", encoding="utf-8")
+    write_config(models_dir, "keeper", parameters={"model": "shared.gguf"})
+    write_config(models_dir, "retired", parameters={"model": "shared.gguf"}, mmproj="own.gguf")
+    assert post(localai, "/models/reload").ok
+    wait_processed(localai, post(localai, "/models/delete/retired").json()["uuid"])
+    assert (models_dir / "shared.gguf").is_file() and not (models_dir / "own.gguf").exists()
+    assert listed(localai) == ["keeper", "support-v1"]
+
+
+def test_a_job_id_without_a_status_is_a_500_in_the_generic_shape(localai: LocalAIDouble):
+    response = job_status(localai, str(uuid.uuid1()))
+    assert (response.status_code, response.json()) == (500, {"error": {
+        "code": 500, "message": "could not find any status for ID", "type": ""}})
+    assert get(localai, "/models/jobs").json() == {}
+
+
+# -- our client against the double (domain_mlflow/sinks/localai.py) --------------------------
+def test_delete_model_returns_only_once_the_job_removed_the_files(
+        models_dir: Path, slow_jobs: LocalAIDouble):
+    assert import_config(slow_jobs, {"name": "retired", "alias": "support-v1"}).ok
+    started = time.monotonic()
+    client_of(slow_jobs).delete_model("retired")
+    assert time.monotonic() - started >= 0.9  # the listing drops the name at once; not enough
+    assert not (models_dir / "retired.yaml").exists()
+    assert "retired" not in listed(slow_jobs)
+    assert len(slow_jobs.calls("/models/jobs/")) >= 2
+
+
+def test_delete_model_raises_the_job_s_error(models_dir: Path, localai: LocalAIDouble):
+    problem = f"remove {models_dir / 'never-was.yaml'}: no such file or directory"
+    with pytest.raises(SinkError, match=re.escape(f"delete 'never-was': {problem}")) as failed:
+        client_of(localai).delete_model("never-was")
+    assert failed.value.status is None  # LocalAI answered every call; the job failed
+
+
+def test_delete_model_raises_when_a_request_during_the_job_left_the_name_listed(
+        slow_jobs: LocalAIDouble):
+    assert import_config(slow_jobs, {"name": "retired", "alias": "support-v1"}).ok
+    failures: list[SinkError] = []
+
+    def delete() -> None:
+        try:
+            client_of(slow_jobs).delete_model("retired")
+        except SinkError as error:
+            failures.append(error)
+
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    deadline = time.monotonic() + 5  # the job is listed once the handler dropped the config
+    while not get(slow_jobs, "/models/jobs").json() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert complete(slow_jobs, "retired").ok  # reads retired.yaml back before the job runs
+    deleting.join(10)
+    [failure] = failures
+    assert "still lists 'retired' after deleting it" in str(failure)
+
+
+def test_without_a_job_status_delete_model_checks_the_listing_alone(localai: LocalAIDouble):
+    """LocalAI before 4.8 hands back an id that its deletion job never runs under."""
+    assert import_config(localai, {"name": "retired", "alias": "support-v1"}).ok
+    localai.fail_next("/models/jobs/", 500, count=3)  # every attempt of the first poll
+    client_of(localai).delete_model("retired")
+    assert "retired" not in listed(localai)
+    assert len(localai.calls("/models/jobs/")) == 3
+
+
+def test_the_client_reads_404s_and_other_failures_from_the_status(localai: LocalAIDouble):
+    client = client_of(localai)
+    assert client.model_config("nope") is None
+    assert client.shutdown("support-v1") is False  # not loaded: 404
+    assert complete(localai, "support-v1").ok
+    assert client.shutdown("support-v1") is True
+    localai.fail_next("/backend/shutdown", 500, count=3)
+    with pytest.raises(SinkError, match="HTTP 500") as failed:
+        client.shutdown("support-v1")
+    assert failed.value.status == 500
 
 
 # -- fault injection and the call log ------------------------------------------------------
