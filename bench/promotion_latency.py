@@ -120,9 +120,10 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from domain_mlflow.promotion.engine import Promoter
     from domain_mlflow.promotion.poller import Poller
-    from domain_mlflow.promotion.service import build_promoter
     from domain_mlflow.promotion.webhook import PATH, WebhookReceiver, register_webhook
+    from domain_mlflow.services import Services
     from domain_mlflow.settings import load_settings
     from tests.mlflow_server import mlflow_server
 
@@ -132,8 +133,9 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
         mlflow.set_tracking_uri(url)
         mlflow.set_registry_uri(url)
         os.environ["POSTGRES_DSN"] = _fresh_schema(args.postgres_dsn)
-        promoter = build_promoter(load_settings(), role="bench")
-        receiver = WebhookReceiver(build_promoter(load_settings(), role="webhook"), secret)
+        promoter = Promoter.from_services(Services(load_settings()), "bench")
+        receiver = WebhookReceiver(
+            Promoter.from_services(Services(load_settings()), "webhook"), secret)
         server = receiver.serve("127.0.0.1", 0)
         webhook = register_webhook(MlflowClient(), f"http://127.0.0.1:"
                                    f"{server.server_address[1]}{PATH}", secret)
@@ -149,7 +151,7 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
         print(f"webhook → live (config store + Redis): {_percentiles(by_webhook)}")
 
         stop = threading.Event()
-        poller = Poller(build_promoter(load_settings(), role="poller"))
+        poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
         thread = threading.Thread(target=poller.run, args=(args.poll_interval, stop),
                                   daemon=True)
         thread.start()
@@ -170,8 +172,9 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, fl
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from domain_mlflow.promotion.engine import Promoter
     from domain_mlflow.promotion.poller import Poller
-    from domain_mlflow.promotion.service import build_promoter
+    from domain_mlflow.services import Services
     from domain_mlflow.settings import load_settings
 
     uri = args.cycle_store_uri or f"sqlite:///{workdir / 'cycle.db'}"
@@ -193,7 +196,7 @@ def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, fl
         twin = workdir / "floor.db"
         _sqlite(path, "PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
         shutil.copyfile(path, twin)
-    poller = Poller(build_promoter(load_settings(), role="poller"))
+    poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
     started = time.perf_counter()
     report = poller.poll_once()
     elapsed = time.perf_counter() - started

@@ -16,8 +16,8 @@ from domain_mlflow.gate import Thresholds, decide
 from domain_mlflow.naming import model_version as model_version_string
 from domain_mlflow.naming import training_run_id as training_run_id_string
 from domain_mlflow.promotion.engine import Promoter
-from domain_mlflow.promotion.service import build_promoter
 from domain_mlflow.registry import register_version
+from domain_mlflow.services import Services
 from domain_mlflow.settings import load_settings
 from domain_mlflow.sinks.localai import LocalAIClient
 from domain_mlflow.sinks.redis_sink import RedisSink
@@ -62,7 +62,7 @@ def register_domain_version(domain_id: str, metrics: dict[str, float] = PASSING,
 
 def make_promoter(role: str = "test", **overrides: Any) -> Promoter:
     """A promoter from the environment (see conftest), with keyword overrides."""
-    return build_promoter(load_settings(), role=role, **overrides)
+    return Promoter.from_services(Services(load_settings(), **overrides), role)
 
 
 def assert_everywhere(localai: Any, version: Any, domain: str = "0x5678-SQLAgent") -> None:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from domain_mlflow import TrainingPipeline, load_settings
 from domain_mlflow.exceptions import ConfigError
-from domain_mlflow.promotion.service import build_promoter
+from domain_mlflow.services import Services
 from tests.helpers import REPO_ROOT, write_jsonl
 
 SQL, VECTOR = "sql-demo", "vector-demo"
@@ -162,7 +162,7 @@ def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tin
         f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     assert {run.data.tags["domain_id"] for run in children} == {SQL, VECTOR}
     assert client.get_registered_model(f"domain.{SQL}").aliases["production"] == 1
-    store = build_promoter().store
+    store = Services.from_settings().store
     assert store.get_config(SQL).model_version == deployment["deployed"][SQL]
     assert store.get_config(VECTOR) is None
     assert store.history(VECTOR)[0].action == "reject"
