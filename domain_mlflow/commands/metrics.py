@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain_mlflow.commands import emit
+from domain_mlflow.commands import emit, services_of
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -29,7 +29,7 @@ def run_metrics(args: argparse.Namespace) -> int:
     from domain_mlflow.metrics.collector import DomainMetricsCollector
     from domain_mlflow.naming import validate_domain_id
 
-    collector = DomainMetricsCollector()
+    collector = DomainMetricsCollector(services=services_of(args))
     metrics = collector.collect_domain_metrics(validate_domain_id(args.domain_id), args.days)
     emit(metrics, args.json, _print_metrics)
     return 0
@@ -40,7 +40,8 @@ def run_export(args: argparse.Namespace) -> int:
     from domain_mlflow.naming import validate_domain_id
 
     ids = [validate_domain_id(d) for d in args.domain_id] if args.domain_id else None
-    data = DomainMetricsCollector().export_metrics_dashboard(args.path, ids)
+    data = DomainMetricsCollector(services=services_of(args)).export_metrics_dashboard(
+        args.path, ids)
     emit({"path": args.path, "domains": sorted(data["domains"])}, args.json,
          lambda r: print(f"wrote {len(r['domains'])} domains to {r['path']}"))
     return 0
@@ -48,8 +49,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_dashboard(args: argparse.Namespace) -> int:
     from dash_app.dashboard import DomainDashboard
+    from domain_mlflow.metrics.collector import DomainMetricsCollector
 
-    DomainDashboard(port=args.port, host=args.host).serve()
+    collector = DomainMetricsCollector(services=services_of(args))
+    DomainDashboard(collector, port=args.port, host=args.host).serve()
     return 0
 
 
