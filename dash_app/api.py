@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from dash_app.state import is_known_domain
 from domain_mlflow.exceptions import InvalidDomainIdError
 from domain_mlflow.naming import utc_now
+from domain_mlflow.redaction import redact
 
 if TYPE_CHECKING:
     from domain_mlflow.metrics.collector import DomainMetricsCollector
@@ -130,8 +131,8 @@ def api_blueprint(collector: DomainMetricsCollector) -> Blueprint:
 
     @api.errorhandler(MlflowException)
     def store_error(error: MlflowException) -> Response:
-        return json_response({"error": f"the MLflow tracking store failed: {error.message}"},
-                             503)
+        return json_response(
+            {"error": redact(f"the MLflow tracking store failed: {error.message}")}, 503)
 
     return api
 

@@ -10,6 +10,7 @@ from dash import Input, Output, State, dcc, html
 
 from dash_app import state
 from dash_app.api import register_api
+from dash_app.request_errors import register_request_errors
 
 if TYPE_CHECKING:
     from domain_mlflow.metrics.collector import DomainMetricsCollector
@@ -68,4 +69,5 @@ def create_app(collector: DomainMetricsCollector) -> dash.Dash:
     app.layout = shell_layout
     _register_shell_callbacks(app, collector)
     register_api(app.server, collector)
+    register_request_errors(app.server, app.callback_map)
     return app

@@ -51,28 +51,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; our errors become one line on stderr and a non-zero exit code."""
-    _configure_logging(getattr(args, "verbose", False))
+    redact = _settings_redactor()
+    _configure_logging(getattr(args, "verbose", False), redact)
     from mlflow.exceptions import MlflowException
+
+    def fail(text: str, code: int) -> int:
+        redact_now = getattr(getattr(args, "services", None), "redact", redact)
+        print(redact_now(text), file=sys.stderr)
+        return code
 
     try:
         return handler(args)
     except (ConfigError, DataError) as error:
-        print(f"domain-mlflow: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(f"domain-mlflow: error: {error}", EXIT_USAGE)
     except DomainMlflowError as error:
-        print(f"domain-mlflow: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(f"domain-mlflow: error: {error}", EXIT_FAILURE)
     except MlflowException as error:
-        print(f"domain-mlflow: MLflow error: {error.message.splitlines()[0]}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(f"domain-mlflow: MLflow error: {error.message.splitlines()[0]}",
+                    EXIT_FAILURE)
     except KeyboardInterrupt:
         print("domain-mlflow: interrupted", file=sys.stderr)
         return 130
 
 
-def _configure_logging(verbose: bool) -> None:
+def _settings_redactor() -> Callable[[str], str]:
+    """Knows the secrets of the environment's settings; with settings that do not
+    load (the command reports that), only what parsing finds."""
+    from domain_mlflow.redaction import Redactor
+    from domain_mlflow.settings import load_settings
+
+    try:
+        return Redactor.from_settings(load_settings())
+    except ConfigError:
+        return Redactor()
+
+
+def _configure_logging(verbose: bool, redact: Callable[[str], str]) -> None:
+    from domain_mlflow.redaction import RedactingFilter
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(redact))
     logging.getLogger("domain_mlflow").setLevel(logging.INFO)
     # Library deprecation notices and download bars mean nothing to a CLI user.
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -33,6 +33,7 @@ def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
     everything landed."""
     from mlflow.tracking import get_tracking_uri
 
+    from domain_mlflow.redaction import Redactor
     from domain_mlflow.workflow import DomainTrainer
 
     settings = settings or load_settings()
@@ -49,12 +50,14 @@ def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
     for domain_id, path in files:
         result = trainer.train_domain_model(domain_id, path, fine_tune=True, **options)
         domains[domain_id] = _summary(result)
+    redact = Redactor.from_settings(settings)
     return {
         "domains": domains,
-        "tracking_uri": get_tracking_uri(),
+        "tracking_uri": redact(get_tracking_uri()),
         "config_store": _config_store_location(settings),
         "redis": "configured" if settings.redis_url else "not configured (REDIS_URL unset)",
-        "localai": settings.localai_url or "not configured (LOCALAI_URL unset)",
+        "localai": (redact(settings.localai_url) if settings.localai_url
+                    else "not configured (LOCALAI_URL unset)"),
     }
 
 

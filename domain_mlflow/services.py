@@ -17,6 +17,7 @@ from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from domain_mlflow.redaction import Redactor
     from domain_mlflow.registry import DomainRegistry
     from domain_mlflow.sinks.config_store import ConfigStore
     from domain_mlflow.sinks.localai import LocalAISink
@@ -41,6 +42,15 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> Services:
         return cls(settings or load_settings(), **overrides)
+
+    @cached_property
+    def redact(self) -> Redactor:
+        """Masks every secret of the settings (and overrides) in text that leaves the
+        process: messages, tags, recorded errors, output."""
+        from domain_mlflow.redaction import Redactor
+
+        return Redactor.from_settings(self.settings, self.postgres_dsn, self.redis_url,
+                                      self.localai_url)
 
     @cached_property
     def client(self) -> Any:
@@ -89,7 +99,8 @@ class Services:
         from domain_mlflow.sinks.targets import ServingTargets
 
         localai = self.localai  # a settings mistake is reported before any connection
-        return ServingTargets(self.registry, self.store, self.redis, localai)
+        return ServingTargets(self.registry, self.store, self.redis, localai,
+                              redact=self.redact)
 
     def close(self) -> None:
         """Close what was opened (parts never used were never opened)."""

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.gate import Thresholds
+from domain_mlflow.redaction import MASK, redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _TRUE = {"1", "true", "yes", "on"}
@@ -56,19 +57,24 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
     value = _raw(env, name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    # isascii: "²".isdigit() is True, and int("²") raises.
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise ConfigError(f"{name}={value!r} is not valid: it must be a whole number "
                           f"between {low} and {high}")
     return int(value)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log or show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """``url`` (a URL, a DSN or a message) with its secrets as ``***``: see :func:`redact`."""
+    return redact(url)
+
+
+def _shown(value: str) -> str:
+    """What a settings error may echo of a value: never a password, even unparsed."""
+    shown = redact(value)
+    if "://" not in shown and "@" in shown:
+        shown = f"{MASK}@{shown.rpartition('@')[2]}"
+    return shown
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -82,9 +88,29 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
         valid = False
     if not valid:
         raise ConfigError(
-            f"{name}={redact_url(value)!r} is not valid: it must be a URL starting with "
+            f"{name}={_shown(value)!r} is not valid: it must be a URL starting with "
             + " or ".join(f"{scheme}://" for scheme in schemes)
         )
+    return value
+
+
+def _postgres_dsn(env: Mapping[str, str]) -> str | None:
+    """A ``postgresql://`` URL or libpq ``key=value`` pairs, as psycopg reads them."""
+    value = _raw(env, "POSTGRES_DSN")
+    if value is None or "://" in value:
+        value = _url(env, "POSTGRES_DSN", ("postgres", "postgresql"))
+    if value is None:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except Exception:  # psycopg's reason may quote the password: it is not shown
+        raise ConfigError(
+            "POSTGRES_DSN is not valid: libpq cannot parse it; use a postgresql:// URL or "
+            "key=value pairs such as 'host=db port=5432 dbname=app user=app' (the value is "
+            "not shown: it may hold a password)"
+        ) from None
     return value
 
 
@@ -106,6 +132,14 @@ class Settings:
     localai_models_dir: str | None = None
     localai_timeout_seconds: float = 10.0
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_max_body_bytes: int = 1 << 20
+    webhook_max_header_bytes: int = 16 * 1024
+    webhook_header_timeout_seconds: float = 10.0
+    webhook_body_timeout_seconds: float = 10.0
+    webhook_keepalive_seconds: int = 5
+    webhook_backlog: int = 2048
+    webhook_limit_concurrency: int = 1024
+    webhook_workers: int = 1
     poll_interval_seconds: float = 30.0
     auto_rollback: bool = False
     alert_error_rate: float = 0.1
@@ -145,13 +179,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dashboard_port=_integer(env, "DASHBOARD_PORT", 8085, 1, 65535),
         mlflow_tracking_uri=_raw(env, "MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
         mlflow_ui_url=_url(env, "MLFLOW_UI_URL", ("http", "https")),
-        postgres_dsn=_url(env, "POSTGRES_DSN", ("postgres", "postgresql")),
+        postgres_dsn=_postgres_dsn(env),
         redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
         localai_url=_url(env, "LOCALAI_URL", ("http", "https")),
         localai_api_key=_raw(env, "LOCALAI_API_KEY"),
         localai_models_dir=_raw(env, "LOCALAI_MODELS_DIR"),
         localai_timeout_seconds=_number(env, "LOCALAI_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),
         webhook_secret=_raw(env, "WEBHOOK_SECRET"),
+        webhook_max_body_bytes=_integer(env, "WEBHOOK_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
+        webhook_max_header_bytes=_integer(env, "WEBHOOK_MAX_HEADER_BYTES", 16 * 1024, 1024,
+                                          1 << 20),
+        webhook_header_timeout_seconds=_number(env, "WEBHOOK_HEADER_TIMEOUT_SECONDS", 10.0, 0.1,
+                                               3600.0),
+        webhook_body_timeout_seconds=_number(env, "WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, 0.1,
+                                             3600.0),
+        webhook_keepalive_seconds=_integer(env, "WEBHOOK_KEEPALIVE_SECONDS", 5, 1, 3600),
+        webhook_backlog=_integer(env, "WEBHOOK_BACKLOG", 2048, 1, 65535),
+        webhook_limit_concurrency=_integer(env, "WEBHOOK_LIMIT_CONCURRENCY", 1024, 1, 1_000_000),
+        webhook_workers=_integer(env, "WEBHOOK_WORKERS", 1, 1, 64),
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 30.0, 0.1, 86400.0),
         auto_rollback=_bool(env, "AUTO_ROLLBACK", False),
         alert_error_rate=_number(env, "ALERT_ERROR_RATE_THRESHOLD", 0.1, 0.0, 1.0),

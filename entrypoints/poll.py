@@ -8,12 +8,13 @@ from collections.abc import Sequence
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from domain_mlflow.commands import bool_value
+    from domain_mlflow.commands import MAX_SECONDS, bool_value, number
 
     parser = argparse.ArgumentParser(
         prog="entrypoints.poll", description="Promote new versions and repair drift."
     )
-    parser.add_argument("--interval", type=float, default=30.0, help="seconds between cycles")
+    parser.add_argument("--interval", type=number(0.1, MAX_SECONDS), default=30.0,
+                        help="seconds between cycles")
     parser.add_argument("--once", type=bool_value, default=False, metavar="{true,false}",
                         help="run one cycle and exit")
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,52 @@ def bool_value(text: str) -> bool:
         return parse_bool("value", text)
     except ConfigError:
         raise argparse.ArgumentTypeError(f"{text!r} is not true or false") from None
+
+
+# Bounds of the numeric options: the parser refuses anything outside (one line, exit 2).
+MAX_STEPS = 10_000_000
+MAX_VERSION = 2**31 - 1  # registry versions are stored as INTEGER
+MAX_SECONDS = 86_400.0
+_MAX_DIGITS = 40  # int() of thousands of digits is slow before it is refused
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        if len(text) > _MAX_DIGITS:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r}… ({len(text)} characters) is "
+                                             f"not between {low} and {high}")
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(text) from None  # argparse: "invalid int value: 'x'"
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not between {low} and {high}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def number(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number from ``low`` (or ``above`` it) to ``high``."""
+    def parse(text: str) -> float:
+        if len(text) > _MAX_DIGITS:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r}… ({len(text)} characters) is "
+                                             "not a number")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(text) from None  # argparse: "invalid float value: 'x'"
+        in_range = (low < value if above else low <= value) and value <= high
+        if not (math.isfinite(value) and in_range):
+            bounds = (f"above {low:g} and at most {high:g}" if above
+                      else f"from {low:g} to {high:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number {bounds}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
 
 
 def emit(data: Any, as_json: bool, text: Callable[[Any], None]) -> None:

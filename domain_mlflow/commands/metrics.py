@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain_mlflow.commands import emit, services_of
+from domain_mlflow.commands import MAX_SECONDS, emit, number, services_of, whole_number
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -76,7 +76,7 @@ def register(commands: Any) -> None:
     metrics = commands.add_parser("metrics", help="a domain's performance, usage and trends",
                                   description="A domain's performance, usage and trends.")
     metrics.add_argument("domain_id", metavar="DOMAIN")
-    metrics.add_argument("--days", type=int, help="time window (default "
+    metrics.add_argument("--days", type=whole_number(1, 3650), help="time window (default "
                                                   "$METRICS_TIME_WINDOW_DAYS or 30)")
     metrics.add_argument("--json", action="store_true", help="print JSON")
     metrics.set_defaults(handler=run_metrics)
@@ -91,7 +91,8 @@ def register(commands: Any) -> None:
     dashboard = commands.add_parser("dashboard", help="serve the Dash dashboard and its REST API",
                                     description="Serve the Dash dashboard and its REST API.")
     dashboard.add_argument("--host", help="default $DASHBOARD_HOST or 127.0.0.1")
-    dashboard.add_argument("--port", type=int, help="default $DASHBOARD_PORT or 8085")
+    dashboard.add_argument("--port", type=whole_number(1, 65535),
+                           help="default $DASHBOARD_PORT or 8085")
     dashboard.set_defaults(handler=run_dashboard)
 
     monitor = commands.add_parser("monitor", help="alert on production's live errors and "
@@ -99,6 +100,7 @@ def register(commands: Any) -> None:
                                   description="Alert on production's live error rate and "
                                               "latency.")
     monitor.add_argument("--once", action="store_true", help="one check, then exit")
-    monitor.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
+    monitor.add_argument("--interval", type=number(0.1, MAX_SECONDS), default=60.0,
+                         help="seconds between checks")
     monitor.add_argument("--json", action="store_true", help="print JSON")
     monitor.set_defaults(handler=run_monitor)

@@ -6,7 +6,14 @@ import argparse
 import dataclasses
 from typing import Any
 
-from domain_mlflow.commands import EXIT_FAILURE, bool_value, emit, quiet_transformers
+from domain_mlflow.commands import (
+    EXIT_FAILURE,
+    MAX_STEPS,
+    bool_value,
+    emit,
+    quiet_transformers,
+    whole_number,
+)
 
 
 def _train_value(text: str) -> bool | None:
@@ -109,9 +116,11 @@ def add_pipeline_arguments(pipeline: argparse.ArgumentParser) -> argparse.Argume
                           metavar="{true,false,auto}",
                           help="train the domains; auto (default): $ENABLE_DOMAIN_TRAINING, "
                                "itself false unless set")
-    pipeline.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int,
+    pipeline.add_argument("--max-steps", "--max_steps", dest="max_steps",
+                          type=whole_number(1, MAX_STEPS),
                           help="optimiser steps per domain (default $TRAINING_MAX_STEPS or 400)")
-    pipeline.add_argument("--min-records", "--min_records", dest="min_records", type=int,
+    pipeline.add_argument("--min-records", "--min_records", dest="min_records",
+                          type=whole_number(2, 1_000_000_000),
                           default=10, help="domains with fewer records are not trained")
     pipeline.add_argument("--data-dir", "--data_dir", dest="data_dir",
                           help="where per-domain files go (default $PIPELINE_DATA_DIR or "
@@ -134,7 +143,7 @@ def register(commands: Any) -> None:
                     "rejected with its reasons.")
     demo.add_argument("--data-dir", help="folder with sql_agent.jsonl and vector_agent.jsonl "
                                          "(default: examples/data of this checkout)")
-    demo.add_argument("--max-steps", type=int,
+    demo.add_argument("--max-steps", type=whole_number(1, MAX_STEPS),
                       help="optimiser steps per domain (default $TRAINING_MAX_STEPS or 400)")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.set_defaults(handler=run_demo_command)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import threading
 from typing import Any
 
-from domain_mlflow.commands import EXIT_FAILURE, emit, services_of
+from domain_mlflow.commands import (
+    EXIT_FAILURE,
+    MAX_SECONDS,
+    MAX_VERSION,
+    emit,
+    number,
+    services_of,
+    whole_number,
+)
 
 
 def promoter_for(args: argparse.Namespace, role: str) -> Any:
@@ -109,7 +118,12 @@ def run_poll(args: argparse.Namespace) -> int:
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    from domain_mlflow.promotion.webhook import PATH, WebhookReceiver, register_webhook
+    from domain_mlflow.promotion.webhook import (
+        PATH,
+        WebhookLimits,
+        WebhookReceiver,
+        register_webhook,
+    )
 
     services = services_of(args)
     settings = services.settings
@@ -124,7 +138,18 @@ def run_webhook(args: argparse.Namespace) -> int:
         emit({"webhook_id": webhook.webhook_id, "url": args.url}, args.json,
              lambda r: print(f"webhook {r['webhook_id']} sends registry events to {r['url']}"))
         return 0
-    receiver = WebhookReceiver(promoter_for(args, "webhook"), settings.webhook_secret or "")
+    limits = WebhookLimits.from_settings(settings)
+    if args.workers:
+        limits = dataclasses.replace(limits, workers=args.workers)
+    receiver = WebhookReceiver(promoter_for(args, "webhook"), settings.webhook_secret or "",
+                               limits)
+    if limits.workers > 1:
+        from domain_mlflow.promotion.webhook_http import run_workers
+
+        print(f"receiving MLflow webhooks on http://{args.host}:{args.port}{PATH} with "
+              f"{limits.workers} worker processes; Ctrl-C stops", flush=True)
+        run_workers(args.host, args.port, limits)
+        return 0
     server = receiver.serve(args.host, args.port)
     host, port = server.server_address[:2]
     print(f"receiving MLflow webhooks on http://{host}:{port}{PATH}; Ctrl-C stops", flush=True)
@@ -156,31 +181,36 @@ def register(commands: Any) -> None:
 
     promote = add("promote", run_promote, "move a domain's production to a registry version")
     promote.add_argument("domain_id", metavar="DOMAIN")
-    promote.add_argument("--version", type=int, required=True, help="registry version number")
+    promote.add_argument("--version", type=whole_number(1, MAX_VERSION), required=True,
+                         help="registry version number")
     promote.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
     promote.add_argument("--reason", help="why; recorded in the history")
 
     rollback = add("rollback", run_rollback, "move a domain's production back")
     rollback.add_argument("domain_id", metavar="DOMAIN")
-    rollback.add_argument("--to", type=int, help="registry version (default: the one replaced)")
+    rollback.add_argument("--to", type=whole_number(1, MAX_VERSION),
+                          help="registry version (default: the one replaced)")
     rollback.add_argument("--reason", help="why; recorded in the history")
 
     history = add("history", run_history, "every promotion, rollback and rejection of a domain")
     history.add_argument("domain_id", metavar="DOMAIN")
-    history.add_argument("--limit", type=int, default=100)
+    history.add_argument("--limit", type=whole_number(1, 100_000), default=100,
+                         help="newest entries shown, 1 to 100000 (default %(default)s)")
 
     status = add("status", run_status, "what each domain serves, everywhere")
     status.add_argument("domain_id", metavar="DOMAIN", nargs="?")
 
     poll = add("poll", run_poll, "find new versions, promote them, repair drift")
     poll.add_argument("--once", action="store_true", help="one cycle, then exit")
-    poll.add_argument("--interval", type=float, help="seconds between cycles "
-                                                     "(default $POLL_INTERVAL_SECONDS or 30)")
+    poll.add_argument("--interval", type=number(0.1, MAX_SECONDS),
+                      help="seconds between cycles (default $POLL_INTERVAL_SECONDS or 30)")
 
     webhook = add("webhook", run_webhook, "receive MLflow registry webhooks, or register one")
     webhook.add_argument("action", nargs="?", choices=["serve", "register"], default="serve")
     webhook.add_argument("--host", default="127.0.0.1")
-    webhook.add_argument("--port", type=int, default=8090)
+    webhook.add_argument("--port", type=whole_number(0, 65535), default=8090)
+    webhook.add_argument("--workers", type=whole_number(1, 64), metavar="1-64",
+                         help="receiver processes (default $WEBHOOK_WORKERS or 1)")
     webhook.add_argument("--url", help="with register: where MLflow should send events")
     webhook.add_argument("--name", default="domain-mlflow", help="with register: webhook name")
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain_mlflow.commands import bool_value, emit, quiet_transformers
+from domain_mlflow.commands import (
+    MAX_STEPS,
+    bool_value,
+    emit,
+    number,
+    quiet_transformers,
+    whole_number,
+)
 from domain_mlflow.training.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_STEPS
 
 
@@ -24,20 +31,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                       help="same as --fine-tune false")
     parser.add_argument("--base-model", "--base_model", dest="base_model", default="tiny",
                         help="'tiny' (built in), a local model folder, or a hub id")
-    parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int,
+    parser.add_argument("--max-steps", "--max_steps", dest="max_steps",
+                        type=whole_number(1, MAX_STEPS),
                         default=None, help="optimiser steps (default $TRAINING_MAX_STEPS or "
                                            f"{DEFAULT_MAX_STEPS})")
-    parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
+    parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate",
+                        type=number(0.0, 10.0, above=True),
                         default=DEFAULT_LEARNING_RATE,
                         help="peak learning rate (default %(default)s)")
-    parser.add_argument("--lora-r", "--lora_r", dest="lora_r", type=int, default=16,
+    parser.add_argument("--lora-r", "--lora_r", dest="lora_r",
+                        type=whole_number(1, 4096), default=16,
                         help="LoRA rank (default %(default)s)")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
-    parser.add_argument("--eval-every", "--eval_every", dest="eval_every", type=int, default=50,
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size",
+                        type=whole_number(1, 65_536), default=32)
+    parser.add_argument("--eval-every", "--eval_every", dest="eval_every",
+                        type=whole_number(1, MAX_STEPS), default=50,
                         help="steps between validation losses (default %(default)s)")
     parser.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every",
-                        type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--seed", type=int, default=42, help="seed of split, init and batches")
+                        type=whole_number(1, MAX_STEPS), default=100,
+                        help="steps between checkpoints")
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=42,
+                        help="seed of split, init and batches")
     parser.add_argument("--resume", type=bool_value, nargs="?", const=True, default=False,
                         metavar="{true,false}",
                         help="continue from the domain's newest checkpoint")

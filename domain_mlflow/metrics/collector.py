@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite, rank, summarize, trend
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, utc_now
+from domain_mlflow.redaction import redact
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, version_metrics
 from domain_mlflow.services import Services
-from domain_mlflow.settings import Settings, redact_url
+from domain_mlflow.settings import Settings
 
 if TYPE_CHECKING:
     from domain_mlflow.sinks.config_store import ConfigStore
@@ -168,7 +169,7 @@ class DomainMetricsCollector:
             finally:
                 store.close()
         except DomainMlflowError as error:
-            snapshot.store_error = str(error)
+            snapshot.store_error = self.services.redact(str(error))
 
     def _existing_store(self) -> tuple[ConfigStore | None, str]:
         """The config store opened read-only (None when there is none yet), and where it
@@ -176,7 +177,7 @@ class DomainMetricsCollector:
         from domain_mlflow.sinks.config_store import ConfigStore
 
         path = ConfigStore.embedded_path(self.settings)
-        location = redact_url(self.postgres_dsn) if self.postgres_dsn else str(path)
+        location = self.services.redact(self.postgres_dsn) if self.postgres_dsn else str(path)
         return ConfigStore.open_existing(self.postgres_dsn, path), location
 
     def store_status(self, time_window_days: int | None = None) -> dict[str, str | None]:
@@ -379,7 +380,7 @@ class DomainMetricsCollector:
             "model_version": promotion.model_version,
             "kind": str(promotion.kind),
             "state": str(promotion.state),
-            "error": promotion.last_error,
+            "error": redact(promotion.last_error) if promotion.last_error else None,
             "attempts": promotion.attempts,
             "since": promotion.created_at.isoformat(),
         }

@@ -231,16 +231,17 @@ class Promoter:
         attempts = promotion.attempts + 1
         delay = min(self.settings.promotion_retry_max_seconds,
                     self.settings.promotion_retry_base_seconds * 2 ** (attempts - 1))
+        message = self.targets.redact(str(error))  # recorded, tagged and logged below
         targets = dict(promotion.targets)
         target = _TARGET_OF_STATE.get(promotion.state)
         if target:
-            targets[target] = TargetStatus.FAILED.text(str(error))
+            targets[target] = TargetStatus.FAILED.text(message)
         _log.warning("promotion %s of %s v%s failed at %s (attempt %s, retry in %.1fs): %s",
                      promotion.id, promotion.domain_id, promotion.registry_version,
-                     promotion.state, attempts, delay, error)
+                     promotion.state, attempts, delay, message)
         noted = self.targets.note_pending(promotion.domain_id, promotion.registry_version,
-                                          str(error))
-        return self.store.record_failure(promotion, f"{type(error).__name__}: {error}",
+                                          message)
+        return self.store.record_failure(promotion, f"{type(error).__name__}: {message}",
                                          timedelta(seconds=delay), targets, noted)
 
     def _advance(self, moves: list[tuple[Promotion, State, dict[str, Any]]]

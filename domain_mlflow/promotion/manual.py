@@ -8,12 +8,14 @@ config store, Redis and LocalAI end in agreement.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from domain_mlflow.exceptions import PromotionError, SinkError, UnknownVersionError
 from domain_mlflow.naming import registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.trigger import promotion_result
+from domain_mlflow.redaction import redact
 from domain_mlflow.registry import PRODUCTION_ALIAS, production_version
 from domain_mlflow.sinks.rows import Kind
 
@@ -86,14 +88,18 @@ def rollback(promoter: Promoter, domain_id: str, to: int | None = None,
 
 def history(promoter: Promoter, domain_id: str, limit: int = 100) -> list[dict[str, Any]]:
     validate_domain_id(domain_id)
-    return [entry.as_dict() for entry in promoter.store.history(domain_id, limit)]
+    redact = promoter.targets.redact  # rows written before redaction, or typed by a user
+    return [{key: redact(value) if isinstance(value, str) else value
+             for key, value in entry.as_dict().items()}
+            for entry in promoter.store.history(domain_id, limit)]
 
 
-def in_flight(promotion: Any) -> dict[str, Any]:
+def in_flight(promotion: Any, redact: Callable[[str], str] = redact) -> dict[str, Any]:
     """What an unfinished promotion shows: where it moves to, the step, the error."""
     return {"registry_version": promotion.registry_version,
             "model_version": promotion.model_version, "kind": str(promotion.kind),
-            "state": str(promotion.state), "error": promotion.last_error,
+            "state": str(promotion.state),
+            "error": redact(promotion.last_error) if promotion.last_error else None,
             "attempts": promotion.attempts, "promotion_id": promotion.id}
 
 
@@ -129,7 +135,8 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "redis_model_version": _redis_value(promoter, domain),
             "localai_serving": (None if served is None or config is None
                                 else config.serving_name in served),
-            "in_flight": in_flight(moving[domain]) if domain in moving else None,
+            "in_flight": (in_flight(moving[domain], promoter.targets.redact)
+                          if domain in moving else None),
             "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
         })
     return rows
@@ -142,7 +149,7 @@ def _redis_value(promoter: Promoter, domain_id: str) -> str | None:
     try:
         value = redis.get(domain_id)
     except SinkError as error:
-        return f"error: {error}"
+        return f"error: {promoter.targets.redact(str(error))}"
     return value.get("model_version") if value else "missing"
 
 

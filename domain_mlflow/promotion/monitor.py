@@ -33,6 +33,7 @@ class Monitor:
     def __init__(self, promoter: Promoter) -> None:
         self.promoter = promoter
         self.settings = promoter.settings
+        self.redact = promoter.targets.redact
         self.telemetry = TelemetryStore(promoter.store.database)
 
     def check_once(self) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ class Monitor:
         try:
             result = rollback(self.promoter, alert["domain_id"], reason=reason)
         except DomainMlflowError as error:
-            return f"rollback failed: {error}"
+            return self.redact(f"rollback failed: {error}")
         return f"rolled back to version {result['registry_version']}"
 
     def _publish(self, alert: dict[str, Any]) -> None:
@@ -97,7 +98,7 @@ class Monitor:
             try:
                 redis.publish_alert(alert)
             except DomainMlflowError as error:  # the alert is logged and recorded anyway
-                _log.error("could not publish the alert on Redis: %s", error)
+                _log.error("could not publish the alert on Redis: %s", self.redact(str(error)))
         if self.settings.alert_webhook_url:
             import requests
 
@@ -107,7 +108,8 @@ class Monitor:
                     break
                 except requests.RequestException as error:
                     if attempt == 2:
-                        _log.error("could not POST the alert: %s", error)
+                        # requests' errors quote the URL, with any token in its query
+                        _log.error("could not POST the alert: %s", self.redact(str(error)))
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()

@@ -94,6 +94,7 @@ class Poller:
             self._request_new(versions, report)
             self._process_due(report, tags)
             self._repair(pattern, versions, report)
+        report.errors = [self.promoter.targets.redact(error) for error in report.errors]
         return report
 
     def _request_new(self, versions: list[Any], report: PollReport) -> None:
@@ -208,7 +209,7 @@ class Poller:
                 if report.requested or report.processed or report.repaired or report.errors:
                     _log.info("poll: %s", report.as_dict())
             except DomainMlflowError as error:
-                _log.error("poll cycle failed: %s", error)
+                _log.error("poll cycle failed: %s", self.promoter.targets.redact(str(error)))
             except Exception:  # the registry or a service down: a daemon keeps polling
                 _log.exception("poll cycle failed")
             stop.wait(interval)

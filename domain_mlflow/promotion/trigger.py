@@ -73,8 +73,8 @@ class AutoDeploymentTrigger:
             promotion = promoter.request_for(domain_id, version, reason="deploy after training")
         except ConfigStoreError as error:
             # With no store, the registry is where the pending promotion shows.
-            ServingTargets(self.services.registry).note_pending(domain_id, version.version,
-                                                                str(error))
+            ServingTargets(self.services.registry, redact=self.services.redact).note_pending(
+                domain_id, version.version, str(error))
             raise
         return promotion_result(promoter.run(promotion))
 

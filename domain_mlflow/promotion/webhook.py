@@ -2,9 +2,11 @@
 
 ``POST /webhooks/mlflow`` checks ``X-MLflow-Signature`` = ``v1,`` + base64
 HMAC-SHA256(secret, ``{delivery_id}.{timestamp}.{raw body}``) in constant time,
-refuses timestamps more than 300 s away, answers a replayed delivery id without
-acting on it, then records the promotion and hands the domain to a worker thread.
-The poller stays the reconciler: an event lost here is found on its next cycle.
+refuses timestamps more than 300 s away, accepts each delivery id once (one atomic
+insert in the config store), then records the promotion and hands the domain to a
+worker thread. The poller stays the reconciler: an event lost here is found on its
+next cycle. :meth:`WebhookReceiver.handle` is the whole decision without HTTP; the
+ASGI app and the uvicorn server around it live in :mod:`.webhook_http`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ import hmac
 import json
 import logging
 import queue
+import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from domain_mlflow.exceptions import DomainMlflowError
+from domain_mlflow.exceptions import ConfigError, DomainMlflowError
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
 from domain_mlflow.sinks.rows import Kind
+
+if TYPE_CHECKING:
+    from domain_mlflow.promotion.webhook_http import ReceiverServer
 
 _log = logging.getLogger(__name__)
 
@@ -38,80 +44,164 @@ EVENTS = ("model_version.created", "model_version_tag.set", "model_version_alias
 # Version tags the promoter itself writes: their events are echoes, not news.
 OUR_TAGS = {"stage", "promotion_status", "promotion_reason", "promotion_error"}
 
+# ASCII digits only: str.isdigit() also takes "²", which int() then refuses. Twelve
+# digits reach the year 33658; anything longer cannot be within 300 s of now.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# MLflow sends a UUID; this admits any id a sender could sensibly use as a key.
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")
+
+
+@dataclass(frozen=True)
+class WebhookLimits:
+    """What one receiver process accepts; see ``WEBHOOK_*`` in docs/promotion.md."""
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_header_bytes: int = 16 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
+    keepalive_seconds: int = 5
+    backlog: int = 2048
+    limit_concurrency: int = 1024
+    workers: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WebhookLimits:
+        return cls(max_body_bytes=settings.webhook_max_body_bytes,
+                   max_header_bytes=settings.webhook_max_header_bytes,
+                   header_timeout_seconds=settings.webhook_header_timeout_seconds,
+                   body_timeout_seconds=settings.webhook_body_timeout_seconds,
+                   keepalive_seconds=settings.webhook_keepalive_seconds,
+                   backlog=settings.webhook_backlog,
+                   limit_concurrency=settings.webhook_limit_concurrency,
+                   workers=settings.webhook_workers)
+
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     """The signature MLflow sends for this delivery."""
-    content = f"{delivery_id}.{timestamp}.".encode() + body
+    # surrogatepass: a header value is any text; signing must not be what raises on it.
+    content = f"{delivery_id}.{timestamp}.".encode("utf-8", "surrogatepass") + body
     digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, now: float) -> str | None:
-    """None when the delivery is authentic and fresh, else why it is refused."""
+    """None when the delivery is authentic and fresh, else why it is refused.
+
+    Total: any header text gives a reason, never an exception."""
     delivery_id = headers.get(DELIVERY_HEADER.lower(), "")
     timestamp = headers.get(TIMESTAMP_HEADER.lower(), "")
     signature = headers.get(SIGNATURE_HEADER.lower(), "")
     if not (delivery_id and timestamp and signature):
         return "missing signature, timestamp or delivery id"
-    if not timestamp.isdigit():
-        return "timestamp is not a number"
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return f"{TIMESTAMP_HEADER} is not a Unix time in whole seconds"
     if abs(now - int(timestamp)) > MAX_AGE_SECONDS:
-        return "timestamp is more than 300 seconds away"
-    if not hmac.compare_digest(sign(secret, delivery_id, timestamp, body).encode(),
-                               signature.encode()):
+        return f"timestamp is more than {MAX_AGE_SECONDS} seconds away"
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        return f"{DELIVERY_HEADER} must be 1-128 letters, digits or . _ : -"
+    expected = sign(secret, delivery_id, timestamp, body).encode()
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
         return "bad signature"
     return None
+
+
+def parse_event(body: bytes) -> tuple[str, dict[str, Any]] | None:
+    """``(entity.action, data)`` of an MLflow webhook payload, or None if it is not one."""
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        return None
+    entity, action = event.get("entity"), event.get("action")
+    if not (isinstance(entity, str) and isinstance(action, str)):
+        return None
+    return f"{entity}.{action}", event["data"]
+
+
+def _version_of(data: dict[str, Any]) -> int:
+    text = data.get("version")
+    if isinstance(text, bool) or not isinstance(text, str | int) \
+            or not _VERSION.fullmatch(str(text)):
+        raise ValueError(f"version {str(text)[:40]!r} is not a registry version number")
+    return int(text)
+
+
+def _is_json(content_type: str | None) -> bool:
+    return content_type is None or \
+        content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 class WebhookReceiver:
     """Turns verified MLflow events into promotions, processed by one worker thread."""
 
-    def __init__(self, promoter: Promoter, secret: str) -> None:
+    def __init__(self, promoter: Promoter, secret: str,
+                 limits: WebhookLimits | None = None) -> None:
         if not secret:
-            from domain_mlflow.exceptions import ConfigError
-
             raise ConfigError("WEBHOOK_SECRET must be set to receive MLflow webhooks")
         self.promoter = promoter
         self.secret = secret
+        self.limits = limits or WebhookLimits()
         self.work: queue.Queue[str | None] = queue.Queue()
+        self._pending: set[str] = set()  # queued domains: a burst queues each domain once
+        self._pending_lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._server: ThreadingHTTPServer | None = None
+        self._http: ReceiverServer | None = None
 
     # --- the request, without HTTP (tested directly and by the server) ----------------
 
     def handle(self, headers: dict[str, str], body: bytes,
                now: float | None = None) -> tuple[int, dict[str, Any]]:
-        headers = {key.lower(): value for key, value in headers.items()}
+        """The status and JSON answer for one delivery; never raises for any input."""
+        headers = {str(key).lower(): value for key, value in headers.items()}
         problem = verify(self.secret, headers, body, time.time() if now is None else now)
         if problem:
             return 401, {"error": problem}
+        if not _is_json(headers.get("content-type")):
+            return 400, {"error": "Content-Type must be application/json"}
+        event = parse_event(body)
+        if event is None:
+            return 400, {"error": "body is not an MLflow webhook payload"}
+        name, data = event
         delivery_id = headers[DELIVERY_HEADER.lower()]
         store = self.promoter.store
-        if store.has_delivery(delivery_id):
-            return 200, {"status": "duplicate", "delivery_id": delivery_id}
         try:
-            event = json.loads(body)
-            name = f"{event['entity']}.{event['action']}"
-            data = event["data"]
-        except (ValueError, KeyError, TypeError):
-            return 400, {"error": "body is not an MLflow webhook payload"}
+            # One insert-or-nothing: of concurrent copies exactly one gets True.
+            first = store.remember_delivery(delivery_id, name)
+        except Exception as error:  # the config store unreachable: MLflow retries a 5xx
+            _log.error("webhook %s: cannot record delivery %s: %s", name, delivery_id, error)
+            return 503, {"error": f"config store unavailable: {type(error).__name__}"}
+        if not first:
+            return 200, {"status": "duplicate", "delivery_id": delivery_id}
         try:
             outcome = self._dispatch(name, data)
         except (ValueError, KeyError, TypeError) as error:
+            self._forget(delivery_id)
             return 400, {"error": f"payload without a usable name/version: {error}"}
         except DomainMlflowError as error:
+            self._forget(delivery_id)
             return 503, {"error": str(error)}
         except Exception as error:  # the registry unreachable: MLflow retries a 5xx
             _log.exception("webhook %s could not be handled", name)
-            return 503, {"error": f"{type(error).__name__}: {error}"}
-        store.remember_delivery(delivery_id, name)
+            self._forget(delivery_id)
+            # The detail (a driver's message may quote a DSN) stays in the receiver's log.
+            return 503, {"error": f"{type(error).__name__}; see the receiver's log"}
         return (202 if outcome.get("status") == "accepted" else 200), outcome
+
+    def _forget(self, delivery_id: str) -> None:
+        """Un-record a delivery that was not handled, so MLflow's retry of it is."""
+        try:
+            self.promoter.store.forget_delivery(delivery_id)
+        except Exception as error:  # the poller still reconciles what the retry would do
+            _log.error("webhook delivery %s stays recorded though not handled: %s",
+                       delivery_id, error)
 
     def _dispatch(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
         domain = domain_of(str(data.get("name", "")))
         if event not in EVENTS or domain is None:
             return {"status": "ignored", "event": event}
-        version = int(data["version"])
+        version = _version_of(data)
         if event != "model_version_alias.created" and (
             data.get("key") in OUR_TAGS
             or (domain, version) in self.promoter.store.versions_with_promotions([domain])
@@ -135,14 +225,24 @@ class WebhookReceiver:
             promotion = self.promoter.request_for(domain, created, reason=f"webhook {event}")
         else:
             promotion = self.promoter.request(domain, version, reason=f"webhook {event}")
-        self.work.put(domain)
+        self._queue(domain)
         return {"status": "accepted", "event": event, "promotion_id": promotion.id,
                 "domain_id": domain, "registry_version": version}
 
     # --- threads ------------------------------------------------------------------------
 
+    def _queue(self, domain: str) -> None:
+        with self._pending_lock:
+            if domain in self._pending:
+                return
+            self._pending.add(domain)
+        self.work.put(domain)
+
     def _drain(self) -> None:
         while (domain := self.work.get()) is not None:
+            with self._pending_lock:
+                # Before processing: a promotion recorded meanwhile queues the domain again.
+                self._pending.discard(domain)
             try:
                 self.promoter.process_domain(domain)
             except DomainMlflowError as error:
@@ -150,52 +250,33 @@ class WebhookReceiver:
             except Exception:  # keep the worker alive; the poller reconciles the rest
                 _log.exception("webhook promotion of %s failed", domain)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 8090) -> ThreadingHTTPServer:
-        """Start the worker and the HTTP server (in background threads); returns the server."""
-        receiver = self
+    def start_worker(self) -> None:
+        """Start the thread that carries out accepted promotions (once)."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._drain, name="webhook-worker",
+                                            daemon=True)
+            self._worker.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def stop_worker(self) -> None:
+        if self._worker is not None:
+            self.work.put(None)
+            self._worker.join(timeout=30)
+            self._worker = None
 
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._reply(200, {"status": "ok"})
-                else:
-                    self._reply(404, {"error": "not found"})
+    def serve(self, host: str = "127.0.0.1", port: int = 8090) -> ReceiverServer:
+        """Start the worker and uvicorn (in background threads) on ``host:port`` (0: any
+        free port); the answer's ``server_address`` is the bound ``(host, port)``."""
+        from domain_mlflow.promotion.webhook_http import start_server
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if self.path != PATH:
-                    self._reply(404, {"error": "not found"})
-                elif length > MAX_BODY_BYTES:
-                    self._reply(413, {"error": "body too large"})
-                else:
-                    body = self.rfile.read(length)
-                    self._reply(*receiver.handle(dict(self.headers.items()), body))
-
-            def log_message(self, format: str, *args: Any) -> None:
-                _log.debug("webhook %s", format % args)
-
-        self._worker = threading.Thread(target=self._drain, name="webhook-worker", daemon=True)
-        self._worker.start()
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        threading.Thread(target=self._server.serve_forever, name="webhook-http",
-                         daemon=True).start()
-        return self._server
+        self.start_worker()
+        self._http = start_server(self, host, port)
+        return self._http
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        self.work.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=30)
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        self.stop_worker()
 
 
 def register_webhook(client: Any, url: str, secret: str, name: str = "domain-mlflow") -> Any:

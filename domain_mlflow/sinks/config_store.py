@@ -404,3 +404,8 @@ class ConfigStore:
                 (delivery_id, event, utc_now()),
             )
         return bool(rows)
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        """Remove a delivery's record: it was not handled, and MLflow's retry must be."""
+        with self.database.transaction() as tx:
+            tx.execute("DELETE FROM webhook_deliveries WHERE delivery_id = %s", (delivery_id,))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from domain_mlflow.exceptions import ConfigStoreError
-from domain_mlflow.settings import redact_url
+from domain_mlflow.redaction import Redactor
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,8 @@ class PostgresDatabase(Database):
     def __init__(self, dsn: str, max_size: int = 16, connect_timeout: float = 5.0,
                  read_only: bool = False) -> None:
         self.dsn = dsn
-        self.description = redact_url(dsn)
+        self.redact = Redactor.for_urls(dsn)
+        self.description = self.redact(dsn)
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.read_only = read_only
@@ -244,7 +245,7 @@ class PostgresDatabase(Database):
         except (PoolTimeout, psycopg.OperationalError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ConfigStoreError(
-                f"config store {self.description} unreachable: {message}"
+                self.redact(f"config store {self.description} unreachable: {message}")
             ) from None
 
     @contextlib.contextmanager
@@ -258,9 +259,9 @@ class PostgresDatabase(Database):
                 yield _PostgresTransaction(cursor)
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             # A connection lost mid-transaction: the work rolled back; say so plainly.
-            raise ConfigStoreError(
+            raise ConfigStoreError(self.redact(
                 f"config store {self.description} failed: {str(error).splitlines()[0]}"
-            ) from None
+            )) from None
 
     @contextlib.contextmanager
     def lock(self, name: str, blocking: bool = True, timeout: float = 60.0) -> Iterator[bool]:

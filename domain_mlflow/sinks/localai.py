@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from domain_mlflow.exceptions import SinkError
+from domain_mlflow.redaction import Redactor, secrets_in
 
 _COMPLETE_MARKER = ".export-complete"
 MERGED_MODEL_ARTIFACT = "merged_model"
@@ -35,6 +36,8 @@ class LocalAIClient:
         import requests
 
         self.base_url = base_url.rstrip("/")
+        # requests' errors quote the URL; a server's answer may echo the key
+        self.redact = Redactor([api_key, *secrets_in(base_url)])
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -64,11 +67,12 @@ class LocalAIClient:
                 continue
             if response.status_code in ok:
                 return response.json() if response.content else None
-            problem = f"HTTP {response.status_code}: {response.text[:300]}"
+            problem = f"HTTP {response.status_code}: {self.redact(response.text)[:300]}"
             status = response.status_code
             if status not in _RETRY_STATUSES:
                 break
-        raise SinkError(f"LocalAI {method} {path} failed: {problem}", status=status)
+        raise SinkError(self.redact(f"LocalAI {method} {path} failed: {problem}"),
+                        status=status)
 
     def model_names(self) -> set[str]:
         body = self.request("GET", "/v1/models")

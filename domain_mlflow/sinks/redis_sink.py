@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from domain_mlflow.exceptions import SinkError
-from domain_mlflow.settings import redact_url
+from domain_mlflow.redaction import Redactor
 
 DEFAULT_PREFIX = "domain_mlflow"
 
@@ -20,6 +20,7 @@ class RedisSink:
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, timeout: float = 2.0) -> None:
         self.url = url
+        self.redact = Redactor.for_urls(url)
         self.prefix = prefix
         self.timeout = timeout
         self._client: Any = None
@@ -47,7 +48,7 @@ class RedisSink:
         try:
             return operation(self._redis())
         except redis.RedisError as error:
-            raise SinkError(f"Redis {redact_url(self.url)} {what} failed: {error}") from None
+            raise SinkError(self.redact(f"Redis {self.url} {what} failed: {error}")) from None
 
     def publish_configs(self, changes: list[tuple[str, dict[str, Any], str]]) -> None:
         """For each (domain_id, payload, event): SET the domain's key to the payload and

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from domain_mlflow.exceptions import PromotionError
+from domain_mlflow.redaction import Redactor
 from domain_mlflow.registry import DomainRegistry, move_production_alias, set_version_tags
 from domain_mlflow.sinks.config_store import ConfigStore, ConfigWrite, DomainConfig, Promotion
 from domain_mlflow.sinks.localai import LocalAISink, merged_model_fetcher
@@ -35,8 +36,10 @@ class ServingTargets:
 
     def __init__(self, registry: DomainRegistry, store: ConfigStore | None = None,
                  redis: RedisSink | None = None, localai: LocalAISink | None = None,
-                 reached: Callable[[str], None] | None = None) -> None:
+                 reached: Callable[[str], None] | None = None,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.registry = registry
+        self.redact = redact or Redactor()
         self.store = store
         self.redis = redis
         self.localai = localai
@@ -114,17 +117,20 @@ class ServingTargets:
         """Mirror a decision on the version (the config store already holds it)."""
         try:
             set_version_tags(self.registry.client, domain_id, version,
-                             {"promotion_status": status, "promotion_reason": reason[:500]})
+                             {"promotion_status": status,
+                              "promotion_reason": self.redact(reason)[:500]})
         except Exception as error:  # the tag only mirrors what is recorded
-            _log.warning("could not tag %s v%s as %s: %s", domain_id, version, status, error)
+            _log.warning("could not tag %s v%s as %s: %s", domain_id, version, status,
+                         self.redact(str(error)))
 
     def note_pending(self, domain_id: str, version: int | str, error: str) -> bool:
         """Best effort: a pending promotion shows on the version even with the store down."""
         try:
             set_version_tags(self.registry.client, domain_id, version,
-                             {"promotion_status": "pending", "promotion_error": error[:500]})
+                             {"promotion_status": "pending",
+                              "promotion_error": self.redact(error)[:500]})
         except Exception as tag_error:  # the registry may be down as well
-            _log.debug("could not tag the pending promotion: %s", tag_error)
+            _log.debug("could not tag the pending promotion: %s", self.redact(str(tag_error)))
             return False
         return True
 

@@ -21,6 +21,7 @@ from domain_mlflow.data.records import Example
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.gate import GateDecision, decide
 from domain_mlflow.naming import model_version, utc_now
+from domain_mlflow.redaction import Redactor
 from domain_mlflow.settings import Settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
@@ -90,6 +91,7 @@ class TrainingRun:
         self.checkpoint = checkpoint
         self.output_dir = Path(context.model_output_dir) / config.domain_id / training_run_id
         self.mlflow_run_id = ""
+        self.redact = Redactor.from_settings(context.settings)  # for params and tags
 
     @cached_property
     def client(self) -> Any:
@@ -115,7 +117,7 @@ class TrainingRun:
                 merged, metrics, evaluated = self._evaluate(outcome)
                 results = self._publish(merged, metrics, outcome, evaluated)
             except DomainMlflowError as error:
-                mlflow.set_tag("failure_reason", str(error)[:5000])
+                mlflow.set_tag("failure_reason", self.redact(str(error))[:5000])
                 raise
             results["experiment_id"] = run.info.experiment_id
         return results
@@ -130,20 +132,22 @@ class TrainingRun:
             "domain_id": config.domain_id,
             "training_run_id": self.training_run_id,
             "fine_tune": str(config.fine_tune).lower(),
-            "base_model": config.base_model,
+            "base_model": self.redact(config.base_model),
         })
         if self.checkpoint:
             mlflow.set_tag("resumed_from_checkpoint", str(self.checkpoint.path))
         summary = prepared.data_summary()
         summary.pop("path")
-        log_params_once(self.client, self.mlflow_run_id, {
+        params = {
             **config.hyperparameters(),
             "base_model_path": prepared.base_path,
             "trainable_parameters": _count(prepared.model, trainable_only=True),
             "total_parameters": _count(prepared.model, trainable_only=False),
             "world_size": self.group.world_size,
             **{f"data_{key}": value for key, value in summary.items()},
-        })
+        }
+        log_params_once(self.client, self.mlflow_run_id,
+                        {key: self.redact(str(value)) for key, value in params.items()})
         self._log_datasets()
 
     def _log_datasets(self) -> None:
@@ -317,7 +321,7 @@ class TrainingRun:
             metrics=metrics,
             extra={
                 "fine_tune": str(self.config.fine_tune).lower(),
-                "base_model": self.config.base_model,
+                "base_model": self.redact(self.config.base_model),
                 "data_digest": self.prepared.data.digest,
             },
         )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -18,11 +21,24 @@ SECRET = "webhook-test-secret"
 DOMAIN = "hook-domain"
 
 
-@pytest.fixture
-def receiver(tmp_path):
-    receiver = WebhookReceiver(make_promoter("webhook"), SECRET)
+def _served(promoter):
+    receiver = WebhookReceiver(promoter, SECRET)
     server = receiver.serve("127.0.0.1", 0)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"
+    return receiver
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    receiver = _served(make_promoter("webhook"))
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def served(services):
+    """The receiver on the Postgres config store, Redis and the LocalAI double."""
+    receiver = _served(make_promoter("webhook"))
     yield receiver
     receiver.stop()
 
@@ -139,3 +155,79 @@ def test_a_body_that_is_not_an_event_is_a_400(receiver):
 def test_the_receiver_refuses_to_start_without_a_secret():
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
         WebhookReceiver(make_promoter(), "")
+
+
+def _raw_header(text):
+    """The bytes a sender puts on the wire: latin-1 where it can (so "²" arrives as "²"
+    after decoding), else UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode()
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 5000, "\u00b2", "-1", "1e3", "12.5", "0x10",
+                                       "\u0661\u0662", "+1"])
+def test_a_timestamp_that_is_not_unix_seconds_is_a_401_with_a_reason(receiver, timestamp):
+    body = _event(1)
+    headers = _headers(body)
+    headers["X-MLflow-Timestamp"] = _raw_header(timestamp)
+    answer = requests.post(receiver.url, data=body, headers=headers, timeout=10)
+    assert answer.status_code == 401
+    assert "error" in answer.json()
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("X-MLflow-Delivery-Id", "\u00e9t\u00e9 \u2603"),
+    ("X-MLflow-Delivery-Id", "x" * 5000),
+    ("X-MLflow-Signature", "v1,\u00b2\u00b3"),
+    ("X-MLflow-Signature", "\xff" * 300),
+])
+def test_any_delivery_id_or_signature_text_is_a_401_with_a_reason(receiver, header, value):
+    body = _event(1)
+    headers = _headers(body)
+    headers[header] = _raw_header(value)
+    answer = requests.post(receiver.url, data=body, headers=headers, timeout=10)
+    assert answer.status_code == 401
+    assert "error" in answer.json()
+
+
+def test_a_signed_delivery_that_is_not_json_by_its_content_type_is_a_400(receiver):
+    body = _event(1)
+    headers = {**_headers(body), "Content-Type": "text/plain"}
+    answer = requests.post(receiver.url, data=body, headers=headers, timeout=10)
+    assert answer.status_code == 400
+    assert "Content-Type" in answer.json()["error"]
+
+
+def test_concurrent_copies_of_one_delivery_are_accepted_exactly_once(served):
+    version = register_domain_version(DOMAIN, PASSING)
+    body = _event(version.version, tags=dict(version.tags), run_id=version.run_id)
+    headers = _headers(body)
+    copies = 12
+    start = threading.Barrier(copies)
+
+    def send(_):
+        start.wait(timeout=30)
+        return requests.post(served.url, data=body, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(copies) as pool:
+        answers = list(pool.map(send, range(copies)))
+    assert collections.Counter(a.status_code for a in answers) == {202: 1, 200: copies - 1}
+    assert {a.json()["status"] for a in answers if a.status_code == 200} == {"duplicate"}
+    assert _wait_for_production(DOMAIN, version.version)
+    assert [h.action for h in make_promoter().store.history(DOMAIN)] == ["promote"]
+
+
+def test_a_delivery_that_could_not_be_handled_is_handled_when_mlflow_retries_it(served):
+    # The version is not in the registry yet: 503, and the delivery must not be recorded.
+    body = _event(1, entity="model_version_tag", action="set", key="note", value="x")
+    headers = _headers(body)
+    first = requests.post(served.url, data=body, headers=headers, timeout=10)
+    assert first.status_code == 503, first.text
+    assert not make_promoter().store.has_delivery(headers["X-MLflow-Delivery-Id"])
+    version = register_domain_version(DOMAIN, PASSING)
+    assert int(version.version) == 1
+    retry = requests.post(served.url, data=body, headers=headers, timeout=10)
+    assert retry.status_code == 202, retry.text
+    assert _wait_for_production(DOMAIN, version.version)
