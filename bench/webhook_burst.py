@@ -32,6 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.promotion_latency import _fresh_schema  # noqa: E402  (after the path)
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,17 +48,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential", type=int, default=50,
                         help="one-at-a-time round trips of each kind")
     return parser
-
-
-def _fresh_schema(dsn: str) -> str:
-    import uuid
-
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
 
 
 def _summary(label: str, results: list[tuple[Any, float]], wall: float) -> str:
