@@ -35,9 +35,7 @@ sys.path.insert(0, str(REPO))
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser = add_service_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--domains", type=int, default=1000)
@@ -49,6 +47,13 @@ def make_parser() -> argparse.ArgumentParser:
                         help="put the poll cycle's SQLite MLflow store in WAL journal mode")
     parser.add_argument("--cycle-store-uri", default=None,
                         help="MLflow store for the poll cycle (default: a new SQLite file)")
+    return parser
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The PostgreSQL and Redis a benchmark runs on (the local ones by default)."""
+    parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     return parser
 
 

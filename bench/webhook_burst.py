@@ -12,7 +12,8 @@
 2. Reference: a real ``mlflow server`` (SQLite backend) with a webhook pointing at the
    same receiver; ``MlflowClient.test_webhook(id)`` makes MLflow sign and send its test
    event and report the answer: ``--reference`` calls, ``--reference-concurrency`` at a
-   time, and ``--sequential`` one at a time (beside as many single deliveries of ours).
+   time, and ``--sequential`` one at a time, each beside as many deliveries of ours at
+   the same concurrency.
 Every figure comes from this one run; printed side by side.
 """
 
@@ -32,19 +33,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.promotion_latency import _fresh_schema  # noqa: E402  (after the path)
+from bench.promotion_latency import _fresh_schema, add_service_arguments  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser = add_service_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--deliveries", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--versions", type=int, default=4)
     parser.add_argument("--reference", type=int, default=200,
-                        help="concurrent test_webhook calls")
-    parser.add_argument("--reference-concurrency", type=int, default=50)
+                        help="concurrent test_webhook calls, and as many deliveries of ours")
+    parser.add_argument("--reference-concurrency", type=int, default=50,
+                        help="how many at a time, for both")
     parser.add_argument("--sequential", type=int, default=50,
                         help="one-at-a-time round trips of each kind")
     return parser
@@ -127,6 +127,8 @@ def main(args: argparse.Namespace) -> int:
                                              timeout=60).status_code
 
                     single, single_wall = _timed_calls(one_delivery, args.sequential, 1)
+                    alike, alike_wall = _timed_calls(one_delivery, args.reference,
+                                                     args.reference_concurrency)
 
                     webhook = register_webhook(client, receiver_url, secret)
                     time.sleep(2)  # MLFLOW_WEBHOOK_CACHE_TTL is 1 s in tests.mlflow_server
@@ -145,6 +147,8 @@ def main(args: argparse.Namespace) -> int:
           f"{rss_after / 2**20:.0f} MB after)")
     print(_summary(f"ours: {args.deliveries} deliveries, {args.concurrency} at a time",
                    burst, burst_wall))
+    print(_summary(f"ours: {args.reference} deliveries, "
+                   f"{args.reference_concurrency} at a time", alike, alike_wall))
     print(_summary(f"MLflow test_webhook: {args.reference} calls, "
                    f"{args.reference_concurrency} at a time", concurrent, concurrent_wall))
     print(_summary(f"ours: {args.sequential} deliveries, one at a time", single, single_wall))

@@ -193,10 +193,13 @@ class LocalAIDouble:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def fail_next(self, route_prefix: str, status: int, count: int = 1) -> None:
-        """The next `count` requests under route_prefix answer `status` (checked after auth)."""
+    def fail_next(self, route_prefix: str, status: int, count: int = 1,
+                  message: str | None = None) -> None:
+        """The next `count` requests under route_prefix answer `status` (checked after auth),
+        with `message` as the error's text where given (LocalAI passes a backend's error
+        text through, whatever it holds)."""
         with self._lock:
-            self._fail[route_prefix] = [status, count]
+            self._fail[route_prefix] = [status, count, message]
 
     def hang(self, route_prefix: str, seconds: float) -> None:
         """Requests under route_prefix sleep `seconds` before answering, until clear_faults."""
@@ -312,7 +315,7 @@ class LocalAIDouble:
         while time.monotonic() < deadline and self._hang:
             time.sleep(0.02)
         if slot:
-            raise error(slot[0], responses.get(slot[0], "Error"), echo=True)
+            raise error(slot[0], slot[2] or responses.get(slot[0], "Error"), echo=True)
 
     def _list_models(self, r: Any) -> Reply:
         """GET /v1/models: ListModelsEndpoint (core/http/endpoints/openai/list.go), unanchored

@@ -1,8 +1,9 @@
 """The webhook receiver's HTTP side: a Starlette app served by uvicorn.
 
 uvicorn (h11) parses the request line and headers; a malformed request, a bad
-``Content-Length`` or a head over ``WEBHOOK_MAX_HEADER_BYTES`` gets a JSON 400 from
-:class:`ReceiverProtocol` before the app runs. The app reads the body as a stream and
+``Content-Length`` or a head still incomplete past ``WEBHOOK_MAX_HEADER_BYTES`` gets a
+JSON 400 from :class:`ReceiverProtocol` before the app runs; a complete head over that
+size gets 431 from the app. The app reads the body as a stream and
 stops at ``WEBHOOK_MAX_BODY_BYTES`` (413) or ``WEBHOOK_BODY_TIMEOUT_SECONDS`` (408),
 whatever length the request claims, then hands it to :meth:`WebhookReceiver.handle` on
 a thread (it talks to the config store). A connection idle or slow in sending its
@@ -61,7 +62,17 @@ def _declared_length(value: str | None, limit: int) -> None:
         raise _Refused(413, f"body over {limit} bytes")
 
 
+def _head_size(request: Request, limit: int) -> None:
+    """h11 bounds a head only while it is incomplete; one that arrived whole in a single
+    read is measured here (request line plus each ``name: value`` line)."""
+    size = len(request.method) + len(request.scope.get("raw_path", b"")) + 12
+    size += sum(len(name) + len(value) + 4 for name, value in request.scope["headers"])
+    if size > limit:
+        raise _Refused(431, f"request head over {limit} bytes")
+
+
 async def _read_body(request: Request, limits: WebhookLimits) -> bytes:
+    _head_size(request, limits.max_header_bytes)
     _declared_length(request.headers.get("content-length"), limits.max_body_bytes)
     chunks: list[bytes] = []
     size = 0

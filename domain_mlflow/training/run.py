@@ -147,8 +147,13 @@ class TrainingRun:
             **{f"data_{key}": value for key, value in summary.items()},
         }
         log_params_once(self.client, self.mlflow_run_id,
-                        {key: self.redact(str(value)) for key, value in params.items()})
+                        {key: str(value) for key, value in self._redacted(params).items()})
         self._log_datasets()
+
+    def _redacted(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Text values with any secret masked (a base_model or path may carry one)."""
+        return {key: self.redact(value) if isinstance(value, str) else value
+                for key, value in values.items()}
 
     def _log_datasets(self) -> None:
         import mlflow
@@ -286,7 +291,7 @@ class TrainingRun:
             "gate": decision.to_dict(),
             "should_deploy": decision.passed,
             "data": prepared.data_summary(),
-            "hyperparameters": config.hyperparameters(),
+            "hyperparameters": self._redacted(config.hyperparameters()),
             "steps": {"start": outcome.start_step, "end": outcome.steps},
             "registered_model": None,
             "registry_version": None,

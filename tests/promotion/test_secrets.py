@@ -187,3 +187,48 @@ def test_secrets_stay_out_of_errors_tags_and_output_with_postgres_down(
     texts = [*mlflow_texts(tmp_path), *redis_texts(), caplog.text, str(caught.value),
              done.stdout + done.stderr]
     assert leaks(texts) == []
+
+
+def test_train_then_poll_with_secrets_in_every_setting_leaks_nothing(
+        postgres_dsn, redis_url, tiny_base, small_sql_data, tmp_path, monkeypatch, caplog):
+    """The whole path: `domain-mlflow train` registers and promotes a passing version while
+    LocalAI answers with its own key inside the error text; the poller then gets past
+    LocalAI and meets a Redis that is down, with its password in the URL's query."""
+    from tests.localai_double import LocalAIDouble
+
+    caplog.set_level(logging.INFO)
+    models = tmp_path / "localai-models"
+    models.mkdir()
+    schema = conninfo_to_dict(postgres_dsn)["options"].rpartition("=")[2]
+    for name in ("ACCURACY", "LATENCY", "LOSS", "VAL_LOSS"):
+        monkeypatch.setenv(f"DEPLOY_{name}_THRESHOLD", "0" if name == "ACCURACY" else "100000")
+    with LocalAIDouble(models, api_keys=[LOCALAI_KEY]) as double:
+        _environment(monkeypatch, models, double.url,
+                     postgres_dsn_with_password(postgres_dsn, "kv"),
+                     redis_url_with_password("query", reachable=False))
+        double.fail_next("/models/import", 500, count=10,
+                         message=f"backend refused the request of key {LOCALAI_KEY}")
+        trained = run_cli("-v", "train", "--domain-id", DOMAIN, "--data", str(small_sql_data),
+                          "--max-steps", "6", "--eval-every", "3", "--checkpoint-every", "3",
+                          "--batch-size", "8", "--json")
+        assert trained.returncode == 0, trained.stderr
+        results = json.loads(trained.stdout)
+        assert results["should_deploy"] is True
+        assert results["deployment"]["deployed"] is False
+        store = make_promoter().store
+        [promotion] = store.open_promotions(DOMAIN)
+        assert "HTTP 500" in promotion.last_error  # LocalAI's own text, recorded redacted
+        double.clear_faults()
+        report = Poller(make_promoter("poller")).poll_once()
+        [promotion] = store.open_promotions(DOMAIN)
+        assert promotion.state == "config_written" and "Redis" in promotion.last_error, report
+        assert double.model_names()  # the version is served under its own name
+        done = [run_cli("status"), run_cli("status", "--json"),
+                run_cli("history", DOMAIN, "--json"), run_cli("poll", "--once", "--json")]
+        assert [d.returncode for d in done][:3] == [0, 0, 0], [d.stderr for d in done]
+        assert "in flight" in done[0].stdout
+    texts = [*mlflow_texts(tmp_path), *config_store_texts(schema), *redis_texts(),
+             *folder_texts(models), *folder_texts(tmp_path / "models"), caplog.text,
+             trained.stdout + trained.stderr, json.dumps(report.as_dict()),
+             *[d.stdout + d.stderr for d in done]]
+    assert leaks(texts) == []

@@ -149,6 +149,15 @@ def test_a_request_head_growing_past_the_header_limit_is_a_json_400(address):
     assert "error" in answer
 
 
+def test_a_whole_request_head_over_the_header_limit_in_one_write_is_a_json_431(address):
+    padding = "p" * (LIMITS.max_header_bytes + 100)
+    with _connect(address) as sock:
+        sock.sendall(_head("Content-Length: 2", extra=f"X-Padding: {padding}\r\n") + b"{}")
+        status, answer = _answer(sock)
+    assert status == 431
+    assert answer == {"error": f"request head over {LIMITS.max_header_bytes} bytes"}
+
+
 def test_stalled_senders_hold_no_thread_and_do_not_block_others(tmp_path):
     limits = WebhookLimits(body_timeout_seconds=5.0, header_timeout_seconds=5.0)
     receiver = WebhookReceiver(make_promoter("webhook"), SECRET, limits)
