@@ -15,7 +15,12 @@ from domain_mlflow.commands import metrics as metrics_commands
 from domain_mlflow.commands import pipeline as pipeline_commands
 from domain_mlflow.commands import promotion as promotion_commands
 from domain_mlflow.commands.train import add_train_arguments, run_train
-from domain_mlflow.exceptions import ConfigError, DataError, DomainMlflowError
+from domain_mlflow.exceptions import (
+    ConfigError,
+    DataError,
+    DomainMlflowError,
+    TrainingInterrupted,
+)
 
 __all__ = ["COMMANDS", "add_train_arguments", "build_parser", "main", "run_command", "run_train"]
 
@@ -50,10 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; our errors become one line on stderr and a non-zero exit code."""
+    """Run a command; our errors become one line on stderr and a non-zero exit code.
+
+    Exit codes: 2 for a mistake in what was given, 1 for a later failure, 128 plus
+    the signal's number when SIGINT (130) or SIGTERM (143) stopped the command.
+    """
     redact = _settings_redactor()
     _configure_logging(getattr(args, "verbose", False), redact)
-    from mlflow.exceptions import MlflowException
 
     def fail(text: str, code: int) -> int:
         redact_now = getattr(getattr(args, "services", None), "redact", redact)
@@ -64,14 +72,29 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         return handler(args)
     except (ConfigError, DataError) as error:
         return fail(f"domain-mlflow: error: {error}", EXIT_USAGE)
+    except TrainingInterrupted as error:
+        return fail(f"domain-mlflow: error: {error}", error.exit_code)
     except DomainMlflowError as error:
         return fail(f"domain-mlflow: error: {error}", EXIT_FAILURE)
-    except MlflowException as error:
-        return fail(f"domain-mlflow: MLflow error: {error.message.splitlines()[0]}",
-                    EXIT_FAILURE)
     except KeyboardInterrupt:
         print("domain-mlflow: interrupted", file=sys.stderr)
-        return 130
+        return 130  # 128 + SIGINT, as for TrainingInterrupted
+    except Exception as error:
+        message = _mlflow_error_message(error)
+        if message is None:
+            raise
+        return fail(f"domain-mlflow: MLflow error: {message}", EXIT_FAILURE)
+
+
+def _mlflow_error_message(error: Exception) -> str | None:
+    """The first line of an MLflow error, None for any other error.
+
+    Asked without importing MLflow: a command that never loaded it (a mistake found
+    before any heavy import) cannot have raised one."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(error, exceptions.MlflowException):
+        return None
+    return error.message.splitlines()[0]
 
 
 def _settings_redactor() -> Callable[[str], str]:

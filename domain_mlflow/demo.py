@@ -28,7 +28,7 @@ def examples_dir() -> Path:
 
 def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
              max_steps: int | None = None, settings: Settings | None = None,
-             progress: bool | None = None) -> dict[str, Any]:
+             progress: bool | None = None, base_model: str = "tiny") -> dict[str, Any]:
     """Train both example domains (each promoted through the gate) and report where
     everything landed."""
     from mlflow.tracking import get_tracking_uri
@@ -45,7 +45,9 @@ def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
                 str(path), "example data not found; run the demo from a source checkout or "
                 "pass --data-dir with sql_agent.jsonl and vector_agent.jsonl")
     trainer = DomainTrainer(settings=settings, progress=progress)
-    options = {} if max_steps is None else {"max_steps": max_steps}
+    options: dict[str, Any] = {"base_model": base_model}
+    if max_steps is not None:
+        options["max_steps"] = max_steps
     domains = {}
     for domain_id, path in files:
         result = trainer.train_domain_model(domain_id, path, fine_tune=True, **options)

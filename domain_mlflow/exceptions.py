@@ -31,7 +31,11 @@ class DataError(DomainMlflowError):
 
 
 class DataFileNotFoundError(DataError):
-    """The data file does not exist or is not a file."""
+    """The data file does not exist or cannot be opened."""
+
+
+class DataNotAFileError(DataFileNotFoundError):
+    """The data path exists but is a directory, a device, a FIFO or a socket."""
 
 
 class DataEncodingError(DataError):
@@ -64,6 +68,27 @@ class BaseModelError(DomainMlflowError):
 
 class TrainingDivergedError(DomainMlflowError):
     """The loss became NaN or infinite; the run is failed and nothing is registered."""
+
+
+class TrainingInterrupted(DomainMlflowError):
+    """SIGTERM or SIGINT stopped training; the MLflow run is ended as KILLED.
+
+    ``signal_number`` is the signal; ``exit_code`` is 128 plus it, the shell's convention.
+    """
+
+    def __init__(self, signal_number: int, signal_name: str) -> None:
+        self.signal_number = signal_number
+        self.signal_name = signal_name
+        self.exit_code = 128 + signal_number
+        super().__init__(
+            f"training stopped by {signal_name}; nothing was registered. Run again with "
+            "resume=true to continue from the last checkpoint"
+        )
+
+
+class TrainingTimeLimitReached(DomainMlflowError):
+    """``max_minutes`` ran out: training stopped at a step boundary with a checkpoint;
+    the MLflow run is ended as KILLED and nothing is registered."""
 
 
 class CheckpointError(DomainMlflowError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from domain_mlflow.data.privacy import RedactionReport, Redactor, check_privacy_level
 from domain_mlflow.data.tables import DomainTables, group_by_domain, write_jsonl
-from domain_mlflow.exceptions import ConfigError, DomainMlflowError
+from domain_mlflow.exceptions import ConfigError, DomainMlflowError, TrainingInterrupted
 from domain_mlflow.naming import utc_now, validate_domain_id
 from domain_mlflow.settings import Settings, load_settings
 
@@ -115,6 +115,8 @@ class _PipelineRun:
                 continue
             try:
                 steps[name] = getattr(self, f"_{name}")()
+            except TrainingInterrupted:
+                raise  # a signal stops the whole pipeline, not one step of it
             except DomainMlflowError as error:
                 _log.error("pipeline step %s failed: %s", name, error)
                 steps[name] = {"status": "failed", "error": str(error)}
@@ -202,6 +204,8 @@ class _PipelineRun:
             try:
                 result = trainer.train_domain_model(domain_id, path, fine_tune=True,
                                                     **self.pipeline.training_options)
+            except TrainingInterrupted:
+                raise  # the other domains are not trained either
             except DomainMlflowError as error:
                 _log.error("training %s failed: %s", domain_id, error)
                 domains[domain_id] = {"status": "failed", "error": str(error)}

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from domain_mlflow.exceptions import DomainMlflowError
+from domain_mlflow.exceptions import DomainMlflowError, TrainingInterrupted
 from domain_mlflow.services import Services
 from domain_mlflow.settings import Settings
 from domain_mlflow.training.trainer import Trainer
@@ -54,6 +54,8 @@ class DomainTrainer(Trainer):
 
         try:
             return AutoDeploymentTrigger(services=self.services).deploy(domain_id, version)
+        except TrainingInterrupted:
+            raise  # a signal, not a target that is down: the poller finishes the promotion
         except DomainMlflowError as error:
             _log.warning("version %s registered, promotion pending: %s", version.version, error)
             return {"deployed": False, "reason": f"promotion pending: {error}",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from domain_mlflow.cli import COMMANDS, build_parser, main
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import REPO_ROOT, assert_one_line_error, run_cli, write_jsonl
 
 # Commands that print data take --json; the servers print only where they listen.
 PRINTS_DATA = set(COMMANDS) - {"dashboard"}
@@ -74,6 +77,53 @@ def test_a_pipeline_over_a_missing_table_fails_its_load_step_and_exits_1(tmp_pat
     assert {steps[name]["status"] for name in steps if name != "load"} == {"skipped"}
 
 
+# Runs the CLI, then prints which of the heavy libraries the process had loaded.
+_HEAVY_LIBRARIES_LOADED = """
+import sys
+from domain_mlflow.cli import main
+code = main(sys.argv[1:])
+print(sorted(name for name in ("torch", "transformers", "mlflow") if name in sys.modules))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(("args", "environment", "text"), [
+    (["--domain-id", "D", "--data", "{tmp}/missing.jsonl"], {}, "missing.jsonl: no such file"),
+    (["--domain-id", "../D", "--data", "{tmp}/d.jsonl"], {}, "domain id '../D' is not allowed"),
+    (["--domain-id", "D", "--data", "{tmp}"], {}, "is a directory"),
+    (["--domain-id", "D", "--data", "/dev/null"], {},
+     "/dev/null: not a regular file: a character device"),
+    (["--domain-id", "D", "--data", "{tmp}/d.jsonl"], {"DEPLOY_ACCURACY_THRESHOLD": "abc"},
+     "DEPLOY_ACCURACY_THRESHOLD='abc' is not valid"),
+])
+def test_a_train_mistake_is_reported_before_torch_transformers_and_mlflow_load(
+        tmp_path, args, environment, text):
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}] * 2)
+    done = subprocess.run(
+        [sys.executable, "-c", _HEAVY_LIBRARIES_LOADED, "train",
+         *(arg.format(tmp=tmp_path) for arg in args)],
+        env={**os.environ, **environment}, capture_output=True, text=True, timeout=120,
+        check=False)
+    assert_one_line_error(done, 2, text)
+    assert done.stdout == "[]\n"
+
+
+def test_importing_the_package_the_cli_and_the_entry_point_loads_no_heavy_library():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, domain_mlflow, domain_mlflow.cli, entrypoints.train;"
+         "print(sorted(m for m in ('torch', 'transformers', 'mlflow') if m in sys.modules))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout == "[]\n"
+
+
+def test_the_mlproject_entry_point_reports_a_missing_file_as_the_cli_does(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.train", "--domain-id", "D", "--data",
+         str(tmp_path / "missing.jsonl")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert_one_line_error(done, 2, "missing.jsonl: no such file")
+
+
 # Every numeric option, each with values outside its range or not a number at all.
 _TRAIN = ["train", "--domain-id", "d", "--data", "d.jsonl"]
 _PIPELINE = ["pipeline", "t.json", "--project-id", "p"]
@@ -97,6 +147,10 @@ NUMERIC_OPTIONS = {
     ("train", "--eval-every"): (_TRAIN, ["0"]),
     ("train", "--checkpoint-every"): (_TRAIN, ["0"]),
     ("train", "--seed"): (_TRAIN, ["-1", str(2**32)]),
+    ("train", "--max-length"): (_TRAIN, ["15", "32769"]),
+    ("train", "--max-minutes"): (_TRAIN, ["0", "-5", "nan"]),
+    ("train", "--eval-examples"): (_TRAIN, ["0", "-1"]),
+    ("train", "--max-new-tokens"): (_TRAIN, ["0", "4097"]),
 }
 
 

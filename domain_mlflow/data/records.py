@@ -20,6 +20,9 @@ class Example:
     prompt: str
     completion: str
     domain_id: str | None = None
+    # (role, content) turns before the answer, for a `messages` record with more than
+    # one user turn; the prompt then holds them joined as plain text.
+    context: tuple[tuple[str, str], ...] = ()
 
 
 class RecordProblem(ValueError):
@@ -40,7 +43,7 @@ def _require(record: dict[str, Any], present: str, needed: str) -> None:
         raise RecordProblem(f"record has '{present}' but no '{needed}'")
 
 
-def _from_messages(messages: Any) -> tuple[str, str]:
+def _from_messages(messages: Any) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     if not isinstance(messages, list) or len(messages) < 2:
         raise RecordProblem("'messages' must be a list of at least two {role, content} objects")
     turns: list[tuple[str, str]] = []
@@ -53,17 +56,14 @@ def _from_messages(messages: Any) -> tuple[str, str]:
             raise RecordProblem(f"messages[{position}]: {problem}") from None
     if turns[-1][0] != "assistant":
         raise RecordProblem("the last message must have role 'assistant' (it is the target)")
-    context = turns[:-1]
+    context = tuple(turns[:-1])
     if len(context) == 1 and context[0][0] == "user":
-        prompt = context[0][1]
-    else:
-        prompt = "\n".join(f"{role}: {content}" for role, content in context)
-    return prompt, turns[-1][1]
+        return context[0][1], turns[-1][1], ()
+    prompt = "\n".join(f"{role}: {content}" for role, content in context)
+    return prompt, turns[-1][1], context
 
 
 def _prompt_and_completion(record: dict[str, Any]) -> tuple[str, str]:
-    if "messages" in record:
-        return _from_messages(record["messages"])
     if "question" in record or "sql" in record:
         _require(record, "question", "sql")
         _require(record, "sql", "question")
@@ -91,6 +91,9 @@ def to_example(record: Any) -> Example:
     domain_id = record.get("domain_id")
     if domain_id is not None and (not isinstance(domain_id, str) or not domain_id.strip()):
         raise RecordProblem("field 'domain_id' must be a non-empty string when present")
+    if "messages" in record:
+        prompt, completion, context = _from_messages(record["messages"])
+        return Example(prompt, completion, domain_id, context)
     prompt, completion = _prompt_and_completion(record)
     return Example(prompt=prompt, completion=completion, domain_id=domain_id)
 

@@ -83,16 +83,19 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of the rendered prompt, special tokens dropped."""
+def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int,
+             context: tuple[tuple[str, str], ...] = ()) -> str:
+    """Greedy continuation of the rendered prompt (KV cache on), special tokens dropped."""
     import torch
 
-    ids = tokenizer(render_prompt(prompt), add_special_tokens=False, return_tensors="pt")
+    ids = tokenizer(render_prompt(prompt, tokenizer, context), add_special_tokens=False,
+                    return_tensors="pt")
     with torch.no_grad():
         output = model.generate(
             **ids,
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            use_cache=True,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
@@ -113,6 +116,7 @@ def evaluate_generation(
     examples: list[Example],
     normalizer: Normalizer = normalize_text,
     max_new_tokens: int | None = None,
+    warmup: int = WARMUP_GENERATIONS,
 ) -> EvaluationResult:
     """Exact match (after ``normalizer``) of greedy generation, with per-example latency.
 
@@ -121,14 +125,14 @@ def evaluate_generation(
     """
     model.eval()
     budget = max_new_tokens or max_new_tokens_for(examples, tokenizer)
-    for example in examples[:WARMUP_GENERATIONS]:
-        generate(model, tokenizer, example.prompt, budget)
+    for example in examples[:warmup]:
+        generate(model, tokenizer, example.prompt, budget, example.context)
     predictions: list[dict[str, Any]] = []
     latencies: list[float] = []
     correct = 0
     for example in examples:
         started = time.perf_counter()
-        prediction = generate(model, tokenizer, example.prompt, budget)
+        prediction = generate(model, tokenizer, example.prompt, budget, example.context)
         latency = (time.perf_counter() - started) * 1000.0
         hit = normalizer(prediction) == normalizer(example.completion)
         correct += hit

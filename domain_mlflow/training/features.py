@@ -1,7 +1,14 @@
-"""From examples to token ids: the prompt template, loss masking and padded batches."""
+"""From examples to token ids: the prompt format, loss masking and padded batches.
+
+A base whose tokenizer has a chat template (an instruct model) is prompted the way it
+was trained: the example becomes chat turns (a ``messages`` record its own turns, any
+other record one user turn) rendered by the template up to the assistant's turn.
+Without a template, the plain format :data:`PROMPT_TEMPLATE` is used.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +18,28 @@ from domain_mlflow.data.records import Example
 
 PROMPT_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
 IGNORE_INDEX = -100
+PLAIN = "plain"
+CHAT_TEMPLATE = "chat_template"
 
 
-def render_prompt(prompt: str) -> str:
+def prompt_format(tokenizer: Any) -> str:
+    """:data:`CHAT_TEMPLATE` when the tokenizer has a chat template, else :data:`PLAIN`."""
+    return CHAT_TEMPLATE if getattr(tokenizer, "chat_template", None) else PLAIN
+
+
+def chat_turns(prompt: str, context: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The turns before the answer: a record's own, or the prompt as one user turn."""
+    pairs = context or (("user", prompt),)
+    return [{"role": role, "content": content} for role, content in pairs]
+
+
+def render_prompt(prompt: str, tokenizer: Any = None,
+                  context: Sequence[tuple[str, str]] = ()) -> str:
     """The text the model is conditioned on; generation continues right after it."""
-    return PROMPT_TEMPLATE.format(prompt=prompt)
+    if tokenizer is None or prompt_format(tokenizer) == PLAIN:
+        return PROMPT_TEMPLATE.format(prompt=prompt)
+    return tokenizer.apply_chat_template(chat_turns(prompt, context), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 @dataclass(frozen=True)
@@ -32,7 +56,8 @@ def encode_example(example: Example, tokenizer: Any, max_length: int) -> Encoded
     time. Too long: the prompt loses tokens from its start, then the completion
     from its end.
     """
-    prompt_ids = tokenizer(render_prompt(example.prompt), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(render_prompt(example.prompt, tokenizer, example.context),
+                           add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     completion_ids = [*completion_ids, tokenizer.eos_token_id]
     truncated = len(prompt_ids) + len(completion_ids) > max_length

@@ -36,6 +36,8 @@ class LoopConfig:
     eval_every: int = 50
     checkpoint_every: int = 100
     seed: int = 42
+    max_seconds: float | None = None  # stop at the next step boundary after this long
+    estimate_after: int | None = None  # print the time the run will take after N steps
 
 
 @dataclass
@@ -48,6 +50,7 @@ class LoopResult:
     train_tokens: int
     train_seconds: float
     losses: list[float] = field(default_factory=list)
+    stopped_early: bool = False  # max_seconds ran out; the state at `steps` is checkpointed
 
 
 def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -109,6 +112,20 @@ def validation_loss(
             tokens += count
     model.train(was_training)
     return total / tokens if tokens else float("nan")
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def estimate_line(description: str, per_step: float, done: int, max_steps: int) -> str:
+    """What the rest of a run will cost, from the measured seconds per step."""
+    left = max_steps - done
+    return (f"{description}: {per_step:.2f} s per step measured over steps 2-{done}; "
+            f"{left} of {max_steps} steps left, about {format_duration(left * per_step)} "
+            "(plus evaluation)")
 
 
 def _check_finite(name: str, value: float, step: int, learning_rate: float) -> None:
@@ -204,6 +221,7 @@ class TrainingLoop:
         tokens, seconds, val_loss = 0, 0.0, float("nan")
         bar = tqdm(total=config.max_steps, initial=start_step, disable=not self.progress,
                    desc=self.description, unit="step")
+        began, after_first, stopped_early, done = time.monotonic(), 0.0, False, start_step
         for step, batch in self._batches(start_step):
             started = time.perf_counter()
             loss = completion_loss(self.model, batch)
@@ -227,17 +245,24 @@ class TrainingLoop:
                 val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
                 _check_finite("validation_loss", val_loss, done, config.learning_rate)
                 self.sink.log("validation_loss", val_loss, done)
+            if done == start_step + 1:
+                after_first = time.monotonic()
+            self._estimate(done - start_step, done, after_first)
+            out_of_time = done < config.max_steps and self._out_of_time(began)
             if self.on_checkpoint and (
-                done % config.checkpoint_every == 0 or done == config.max_steps
+                done % config.checkpoint_every == 0 or done == config.max_steps or out_of_time
             ):
                 self.on_checkpoint(done, self.state(done, losses))
+            if out_of_time:
+                stopped_early = True
+                break
         bar.close()
         tokens = int(self.group.total(tokens))
         seconds = self.group.mean(seconds)
         if start_step >= config.max_steps:
             val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
         return LoopResult(
-            steps=config.max_steps,
+            steps=done if stopped_early else config.max_steps,
             start_step=start_step,
             # the last step's loss: the value MLflow shows as the run's training_loss
             training_loss=losses[-1] if losses else float("nan"),
@@ -246,4 +271,21 @@ class TrainingLoop:
             train_tokens=tokens,
             train_seconds=seconds,
             losses=losses,
+            stopped_early=stopped_early,
         )
+
+    def _estimate(self, taken: int, done: int, after_first: float) -> None:
+        """Once, after ``estimate_after`` steps (the first, slower one left out)."""
+        if self.config.estimate_after is None or taken != max(2, self.config.estimate_after):
+            return
+        per_step = (time.monotonic() - after_first) / (taken - 1)
+        if self.group.is_main:
+            print(estimate_line(self.description, per_step, done, self.config.max_steps),
+                  file=sys.stderr, flush=True)
+
+    def _out_of_time(self, began: float) -> bool:
+        """Whether ``max_seconds`` has passed; every rank takes rank 0's view of it."""
+        if self.config.max_seconds is None:
+            return False
+        late = float(time.monotonic() - began >= self.config.max_seconds)
+        return self.group.from_main(late) > 0

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from domain_mlflow.exceptions import BaseModelError
-from domain_mlflow.training.tiny_base import ensure_tiny_base, new_tiny_model
-
-TINY = "tiny"
+from domain_mlflow.training.bases import TINY, ResolvedBase, resolve_base
+from domain_mlflow.training.tiny_base import new_tiny_model
 
 # LoRA targets per architecture (``config.model_type``): every attention and MLP
 # projection, because our bases are small and rank-limited adapters on attention
 # alone learn too little. Others fall back to peft's own table, then "all-linear".
+# Each name is checked against the loaded model's modules before it is used.
 LORA_TARGET_MODULES: dict[str, list[str]] = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
@@ -29,39 +28,35 @@ LORA_TARGET_MODULES: dict[str, list[str]] = {
 class LoadedBase:
     model: Any
     tokenizer: Any
-    source: str  # "tiny", a local folder, or a hub id
-    resolved_path: str  # where the weights came from
+    source: str  # the base_model argument
+    resolved: ResolvedBase
+
+    @property
+    def resolved_path(self) -> str:  # where the weights came from
+        return self.resolved.location
 
 
-def lora_target_modules(model_type: str) -> list[str] | str:
+def lora_target_modules(model: Any) -> list[str] | str:
+    """The projection names to adapt, as they are named in ``model`` itself."""
+    model_type = model.config.model_type
     if model_type in LORA_TARGET_MODULES:
-        return LORA_TARGET_MODULES[model_type]
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+        wanted = LORA_TARGET_MODULES[model_type]
+    else:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, "all-linear")
-
-
-def _resolve(base_model: str, cache_dir: str | os.PathLike[str]) -> tuple[str, bool]:
-    """Return ``(path or hub id, is_local)`` for a ``base_model`` argument."""
-    if base_model == TINY:
-        return str(ensure_tiny_base(cache_dir)), True
-    if os.path.isdir(base_model):
-        if not Path(base_model, "config.json").is_file():
-            raise BaseModelError(
-                f"base_model folder {base_model!r} has no config.json; save it with "
-                "save_pretrained() or pass 'tiny'"
-            )
-        return os.path.abspath(base_model), True
-    if base_model.startswith((".", "/", "~")):
-        raise BaseModelError(f"base_model folder {base_model!r} does not exist")
-    return base_model, False
+        wanted = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, [])
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    found = [name for name in wanted if name in present]
+    return found or "all-linear"
 
 
-def load_base(base_model: str, cache_dir: str | os.PathLike[str], from_scratch: bool) -> LoadedBase:
+def load_base(base_model: str, cache_dir: str | os.PathLike[str], from_scratch: bool,
+              progress: bool | None = None) -> LoadedBase:
     """Load the tokenizer and model of ``base_model``; random weights when ``from_scratch``."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    location, is_local = _resolve(base_model, cache_dir)
+    resolved = resolve_base(base_model, cache_dir, progress)
+    location, is_local = resolved.location, resolved.is_local
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=is_local)
         if from_scratch:
@@ -82,14 +77,14 @@ def load_base(base_model: str, cache_dir: str | os.PathLike[str], from_scratch: 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedBase(model=model, tokenizer=tokenizer, source=base_model, resolved_path=location)
+    return LoadedBase(model=model, tokenizer=tokenizer, source=base_model, resolved=resolved)
 
 
 def add_lora(model: Any, rank: int, alpha: float | None = None, dropout: float = 0.0) -> Any:
     """Freeze ``model`` and wrap it with trainable LoRA adapters of rank ``rank``."""
     from peft import LoraConfig, get_peft_model
 
-    targets = lora_target_modules(model.config.model_type)
+    targets = lora_target_modules(model)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,

@@ -52,7 +52,7 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
     from mlflow.types import ColSpec, Schema
 
     from domain_mlflow.training.evaluation import max_new_tokens_for
-    from domain_mlflow.training.features import PROMPT_TEMPLATE
+    from domain_mlflow.training.features import PROMPT_TEMPLATE, prompt_format
 
     # log_model re-enables its UserWarnings internally ("once"), so they are recorded
     # here rather than filtered: the signature is explicit, and type hints or an input
@@ -64,6 +64,7 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
             artifacts={"model": str(merged_folder)},
             model_config={
                 "prompt_template": PROMPT_TEMPLATE,
+                "prompt_format": prompt_format(tokenizer),
                 "max_new_tokens": max_new_tokens_for(train, tokenizer),
             },
             signature=ModelSignature(

@@ -2,8 +2,9 @@
 
 MLflow copies this file into each logged model, so it imports nothing from
 domain_mlflow: loading a registered version needs only mlflow, torch and
-transformers. The prompt template and generation budget come from the model
-config written at logging time.
+transformers. The prompt format (the tokenizer's chat template, or the plain
+template), and the generation budget come from the model config written at
+logging time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class DomainTextGenerator(PythonModel):
         self.model.eval()
         config = context.model_config or {}
         self.template = config.get("prompt_template", "{prompt}")
+        self.chat = config.get("prompt_format") == "chat_template"
         self.max_new_tokens = int(config.get("max_new_tokens", 64))
 
     def _prompts(self, model_input):
@@ -39,15 +41,20 @@ class DomainTextGenerator(PythonModel):
             return [prompts] if isinstance(prompts, str) else list(prompts)
         return [str(value) for value in model_input]
 
+    def _render(self, prompt):
+        if self.chat:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return self.template.format(prompt=prompt)
+
     def predict(self, context, model_input, params=None):
         import torch
 
         budget = int((params or {}).get("max_new_tokens", self.max_new_tokens))
         completions = []
         for prompt in self._prompts(model_input):
-            ids = self.tokenizer(
-                self.template.format(prompt=prompt), add_special_tokens=False, return_tensors="pt"
-            )
+            ids = self.tokenizer(self._render(prompt), add_special_tokens=False,
+                                 return_tensors="pt")
             with torch.no_grad():
                 output = self.model.generate(
                     **ids,

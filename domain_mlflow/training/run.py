@@ -18,7 +18,7 @@ from typing import Any
 
 from domain_mlflow.data import LoadedData
 from domain_mlflow.data.records import Example
-from domain_mlflow.exceptions import DomainMlflowError
+from domain_mlflow.exceptions import TrainingTimeLimitReached
 from domain_mlflow.gate import GateDecision, decide
 from domain_mlflow.naming import model_version, utc_now
 from domain_mlflow.redaction import Redactor
@@ -26,6 +26,7 @@ from domain_mlflow.settings import Settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
 from domain_mlflow.training.distributed import ProcessGroup
+from domain_mlflow.training.stopping import failure_reason, run_status, signals_interrupt_training
 
 # Given the domain and the ModelVersion just registered; returns the deployment result.
 Deploy = Callable[[str, Any], dict[str, Any]]
@@ -41,8 +42,25 @@ class PreparedData:
     model: Any
     tokenizer: Any
     base_path: str
+    base: Any = None  # the ResolvedBase: its kind and, for a GGUF base, the file's digest
     encoded_train: list[Any] = field(default_factory=list)
     encoded_validation: list[Any] = field(default_factory=list)
+
+    @property
+    def real_base(self) -> bool:
+        return bool(self.base and self.base.is_real)
+
+    def base_summary(self) -> dict[str, Any]:
+        """How the base was found and adapted: logged as params."""
+        from domain_mlflow.training.features import prompt_format
+
+        summary = {"base_model_kind": self.base.kind if self.base else "tiny",
+                   "base_model_digest": (self.base.digest if self.base else None) or "none",
+                   "prompt_format": prompt_format(self.tokenizer)}
+        peft_config = getattr(self.model, "peft_config", {}).get("default")
+        if peft_config is not None:
+            summary["lora_target_modules"] = ",".join(sorted(peft_config.target_modules))
+        return summary
 
     def data_summary(self) -> dict[str, Any]:
         truncated = sum(e.truncated for e in self.encoded_train + self.encoded_validation)
@@ -109,15 +127,19 @@ class TrainingRun:
         if self.config.experiment_name:
             mlflow.set_experiment(self.config.experiment_name)
         nested = mlflow.active_run() is not None
-        with mlflow.start_run(run_name=self.training_run_id, nested=nested) as run:
+        # While the run is open, SIGTERM and SIGINT raise TrainingInterrupted, so that a
+        # stopped run ends as KILLED instead of staying RUNNING.
+        with mlflow.start_run(run_name=self.training_run_id, nested=nested) as run, \
+                signals_interrupt_training():
             self.mlflow_run_id = run.info.run_id
             try:
                 self._start()
                 outcome = self._fit()
                 merged, metrics, evaluated = self._evaluate(outcome)
                 results = self._publish(merged, metrics, outcome, evaluated)
-            except DomainMlflowError as error:
-                mlflow.set_tag("failure_reason", self.redact(str(error))[:5000])
+            except BaseException as error:
+                mlflow.set_tag("failure_reason", self.redact(failure_reason(error))[:5000])
+                mlflow.end_run(status=run_status(error))  # start_run's exit would say FAILED
                 raise
             results["experiment_id"] = run.info.experiment_id
         return results
@@ -141,6 +163,7 @@ class TrainingRun:
         params = {
             **config.hyperparameters(),
             "base_model_path": prepared.base_path,
+            **prepared.base_summary(),
             "trainable_parameters": _count(prepared.model, trainable_only=True),
             "total_parameters": _count(prepared.model, trainable_only=False),
             "world_size": self.group.world_size,
@@ -196,6 +219,8 @@ class TrainingRun:
                 checkpoint_every=config.checkpoint_every,
                 seed=config.seed,
                 warmup_steps=max(1, min(100, config.max_steps // 20)),
+                max_seconds=config.max_minutes * 60 if config.max_minutes else None,
+                estimate_after=3 if prepared.real_base else None,
             ),
             prepared.tokenizer.pad_token_id,
             sink=sink,
@@ -210,9 +235,16 @@ class TrainingRun:
         sink = BatchedMetricLogger(self.client, self.mlflow_run_id)
         loop = self._loop(sink, self._save_checkpoint)
         try:
-            return loop.run(self.checkpoint.load_state() if self.checkpoint else None)
+            outcome = loop.run(self.checkpoint.load_state() if self.checkpoint else None)
         finally:
             sink.close()
+        if outcome.stopped_early:
+            raise TrainingTimeLimitReached(
+                f"stopped at step {outcome.steps} of {self.config.max_steps} after "
+                f"max_minutes={self.config.max_minutes:g}; nothing was registered. The "
+                f"checkpoint is in {self.store.domain_dir / self.training_run_id}: run again "
+                "with resume=true to continue")
+        return outcome
 
     def _save_checkpoint(self, step: int, state: dict[str, Any]) -> None:
         self.store.save(self.training_run_id, step, state, {
@@ -228,14 +260,22 @@ class TrainingRun:
         import mlflow
         import pandas as pd
 
-        from domain_mlflow.training.evaluation import evaluate_generation, resolve_normalizer
+        from domain_mlflow.training.evaluation import (
+            evaluate_generation,
+            max_new_tokens_for,
+            resolve_normalizer,
+        )
         from domain_mlflow.training.models import merged_copy
 
         config, prepared = self.config, self.prepared
         merged = merged_copy(prepared.model)
+        count, token_cap = config.evaluation_budget(prepared.real_base)
+        examples = prepared.validation[:count]
         evaluation = evaluate_generation(
-            merged, prepared.tokenizer, prepared.validation[: config.eval_max_examples],
+            merged, prepared.tokenizer, examples,
             resolve_normalizer(config.normalizer, config.domain_id),
+            max_new_tokens=max_new_tokens_for(examples, prepared.tokenizer, token_cap),
+            warmup=1 if prepared.real_base else 3,
         )
         metrics = {
             "accuracy": evaluation.accuracy,

@@ -2,30 +2,29 @@
 
 It is pretrained once, offline, on the bundled synthetic corpus (as plain text,
 without the prompt template) and cached under
-``{cache_dir}/tiny-base-{fingerprint}/``; later runs load it from there.
+``{cache_dir}/tiny-base-{fingerprint}/``; later runs load it from there. The
+pretraining checkpoints itself in its staging folder, so a killed build continues
+from its last checkpoint instead of starting over.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from domain_mlflow.data.synthetic import pretraining_examples
+from domain_mlflow.training.base_cache import build_once
 
 _log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
-_DONE_MARKER = "BUILD_COMPLETE"
+_STATE_FILE = "pretraining-state.pt"
 
 
 @dataclass(frozen=True)
@@ -100,19 +99,9 @@ def new_tiny_model(tokenizer: Any, spec: TinyBaseSpec = DEFAULT_SPEC) -> Any:
     return GPT2LMHeadModel(config)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None) -> None:
     import torch
+    from transformers import AutoTokenizer
 
     from domain_mlflow.training.features import EncodedExample
     from domain_mlflow.training.loop import LoopConfig, TrainingLoop
@@ -120,7 +109,16 @@ def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None) -> None:
     torch.manual_seed(spec.seed)
     texts = [f"{e.prompt}\n{e.completion}" for e in
              pretraining_examples(spec.seed, spec.corpus_per_domain)]
-    tokenizer = build_tokenizer(texts, spec.vocab_size, spec.n_positions)
+    state_file = target / _STATE_FILE
+    resume_state = None
+    if state_file.is_file() and (target / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        resume_state = torch.load(state_file, map_location="cpu", weights_only=True)
+        _log.warning("continuing the tiny base's pretraining from step %s",
+                     int(resume_state["step"]))
+    else:
+        tokenizer = build_tokenizer(texts, spec.vocab_size, spec.n_positions)
+        tokenizer.save_pretrained(target)
     model = new_tiny_model(tokenizer, spec)
     encoded = []
     for text in texts:
@@ -135,12 +133,20 @@ def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None) -> None:
         weight_decay=0.01,
         warmup_steps=spec.pretrain_steps // 20,
         eval_every=spec.pretrain_steps,
+        checkpoint_every=max(1, spec.pretrain_steps // 6),
         seed=spec.seed,
     )
+
+    def checkpoint(step: int, state: dict[str, Any]) -> None:
+        partial = state_file.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, state_file)
+
     loop = TrainingLoop(model, encoded[held_out:], encoded[:held_out], config,
-                        tokenizer.pad_token_id, progress=progress,
+                        tokenizer.pad_token_id, progress=progress, on_checkpoint=checkpoint,
                         description="pretraining the tiny base (once)")
-    result = loop.run()
+    result = loop.run(resume_state)
+    state_file.unlink(missing_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     (target / "pretraining.json").write_text(json.dumps({
@@ -161,18 +167,6 @@ def ensure_tiny_base(
 
     Safe when several processes ask at once: one builds, the others wait and reuse.
     """
-    target = tiny_base_dir(cache_dir, spec)
-    if (target / _DONE_MARKER).is_file():
-        return target
-    with _exclusive(target.with_name(target.name + ".lock")):
-        if (target / _DONE_MARKER).is_file():
-            return target
-        _log.info("pretraining the tiny base model once into %s", target)
-        staging = target.with_name(target.name + ".building")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        _pretrain(staging, spec, progress)
-        (staging / _DONE_MARKER).write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return target
+    return build_once(tiny_base_dir(cache_dir, spec),
+                      lambda staging: _pretrain(staging, spec, progress),
+                      "the tiny base model", resumable=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain_mlflow.data import Example, load_training_data, split_examples
+from domain_mlflow.data import Example, load_training_data, loader, split_examples
+from domain_mlflow.data.loader import check_data_file, iter_raw_records
 from domain_mlflow.exceptions import (
     DataEncodingError,
     DataError,
     DataFileNotFoundError,
+    DataNotAFileError,
     DataTooLargeError,
     DomainMlflowError,
     EmptyDataError,
@@ -48,7 +51,20 @@ def _write(path: Path, text: str) -> Path:
 )
 def test_each_format_becomes_a_prompt_and_a_completion(tmp_path, record, prompt, completion):
     loaded = load_training_data(write_jsonl(tmp_path / "d.jsonl", [record]))
-    assert loaded.examples == [Example(prompt=prompt, completion=completion)]
+    assert [(e.prompt, e.completion) for e in loaded.examples] == [(prompt, completion)]
+
+
+def test_a_conversation_keeps_its_turns_for_a_chat_template(tmp_path):
+    record = {"messages": [{"role": "system", "content": "be brief"},
+                           {"role": "user", "content": "q"},
+                           {"role": "assistant", "content": "a"}]}
+    single = {"messages": [{"role": "user", "content": "q2"},
+                           {"role": "assistant", "content": "a2"}]}
+    loaded = load_training_data(write_jsonl(tmp_path / "d.jsonl", [record, single]))
+    assert loaded.examples == [
+        Example("system: be brief\nuser: q", "a", None, (("system", "be brief"), ("user", "q"))),
+        Example("q2", "a2"),
+    ]
 
 
 def test_json_array_and_jsonl_load_the_same_examples(tmp_path):
@@ -163,11 +179,39 @@ def test_a_top_level_object_that_is_not_a_record_is_refused(tmp_path):
         load_training_data(path)
 
 
-def test_a_missing_file_and_a_folder_are_errors(tmp_path):
-    with pytest.raises(DataFileNotFoundError):
+def test_only_a_missing_path_is_no_such_file(tmp_path):
+    with pytest.raises(DataFileNotFoundError, match="no such file"):
         load_training_data(tmp_path / "nope.jsonl")
-    with pytest.raises(DataFileNotFoundError):
+    with pytest.raises(DataFileNotFoundError, match="no such file"):
+        load_training_data(write_jsonl(tmp_path / "f.jsonl", []) / "below-a-file.jsonl")
+
+
+def test_a_directory_is_refused_as_a_directory(tmp_path):
+    with pytest.raises(DataNotAFileError) as caught:
         load_training_data(tmp_path)
+    assert str(caught.value) == (f"{tmp_path}: is a directory; give the JSON or JSON Lines "
+                                 "file in it")
+
+
+def test_a_character_device_is_not_a_regular_file():
+    with pytest.raises(DataNotAFileError,
+                       match=r"^/dev/null: not a regular file: a character device; "):
+        load_training_data("/dev/null")
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path):
+    # Opening a FIFO nobody writes to would block; the check must not open it.
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataNotAFileError, match=r"not a regular file: a FIFO \(named pipe\)"):
+        load_training_data(fifo)
+
+
+def test_check_data_file_returns_the_size_of_a_regular_file(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}])
+    assert check_data_file(path) == path.stat().st_size
+    with pytest.raises(DataTooLargeError):
+        check_data_file(path, max_bytes=path.stat().st_size - 1)
 
 
 def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
@@ -178,6 +222,98 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
 
 def test_every_data_error_is_a_domain_mlflow_error():
     assert issubclass(DataError, DomainMlflowError)
+
+
+# --- streaming -----------------------------------------------------------------
+
+
+_TRICKY_ARRAY = (
+    '\ufeff [ {"prompt": "a ] b, c", "completion": "say \\"]\\" then \\\\"} ,\n\n'
+    '\t{"messages": [{"role": "user", "content": "[nested, [list]]"},\r\n'
+    '   {"role": "assistant", "content": "caf\u00e9 \U0001f600 \\u00e9"}]}  ,'
+    '{"question": "q", "sql": "SELECT \'[\' || \',\';", "n": [1.5e3, -0, [[]], {}]}\n]\n'
+)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64, 1 << 20])
+def test_a_json_array_split_anywhere_by_chunks_loads_the_same_records(
+        tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "tricky.json"
+    path.write_bytes(_TRICKY_ARRAY.encode("utf-8"))
+    expected = json.loads(_TRICKY_ARRAY.removeprefix("\ufeff"))
+    assert [value for _, value in iter_raw_records(str(path))] == expected
+    examples = load_training_data(path).examples
+    assert [e.prompt for e in examples] == ["a ] b, c", "[nested, [list]]", "q"]
+    assert examples[1].completion == "caf\u00e9 \U0001f600 \u00e9"
+
+
+@pytest.mark.parametrize("suffix", ["json", "jsonl"])
+def test_records_before_a_later_problem_are_read_before_it_is_found(
+        tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 16)
+    record = {"prompt": "p", "completion": "c"}
+    text = (f"[{json.dumps(record)},\n {{oops}}]" if suffix == "json"
+            else f"{json.dumps(record)}\n{{oops}}\n")
+    records = iter_raw_records(str(_write(tmp_path / f"d.{suffix}", text)))
+    assert next(records)[1] == record
+    with pytest.raises(MalformedJSONError, match="line 2: invalid JSON"):
+        next(records)
+
+
+def test_a_bad_array_element_names_its_index_line_and_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4)
+    path = _write(tmp_path / "d.json",
+                  '[{"prompt": "a", "completion": "b"},\n {"prompt": "c", "completion": x}]')
+    with pytest.raises(MalformedJSONError) as caught:
+        load_training_data(path)
+    assert str(caught.value) == (f"{path}, index 1, line 2: invalid JSON: Expecting value "
+                                 "(column 32)")
+
+
+def test_text_after_the_array_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 3)
+    path = _write(tmp_path / "d.json", '[{"prompt": "a", "completion": "b"}]\n  ]x')
+    with pytest.raises(MalformedJSONError) as caught:
+        load_training_data(path)
+    assert str(caught.value) == f"{path}, line 2: invalid JSON: Extra data (column 3)"
+
+
+@pytest.mark.parametrize(("text", "index"), [
+    ('[{"prompt": "a", "completion": "b"}', 0),
+    ('[{"prompt": "a", "completion": "b"},\n', 1),
+    ('[\n{"prompt": "a", "completion": "b"},\n{"prompt": "c", "completion": "d"', 1),
+    ("[", 0),
+])
+def test_an_unterminated_array_names_the_index(tmp_path, monkeypatch, text, index):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 5)
+    with pytest.raises(MalformedJSONError, match=rf"index {index}, line \d+: invalid JSON"):
+        load_training_data(_write(tmp_path / "d.json", text))
+
+
+def test_an_unclosed_array_says_so(tmp_path):
+    path = _write(tmp_path / "d.json", '[{"prompt": "a", "completion": "b"}  ')
+    with pytest.raises(MalformedJSONError, match=r"index 0, line 1: invalid JSON: the array "
+                                                 r"is not closed: expected ',' or '\]'"):
+        load_training_data(path)
+
+
+def test_invalid_utf8_in_a_chunked_array_names_its_line_and_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4)
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'\xef\xbb\xbf[{"prompt": "a", "completion": "b"},\n'
+                     b'{"prompt": "caf\xe9", "completion": "x"}]')
+    with pytest.raises(DataEncodingError) as caught:
+        load_training_data(path)
+    assert str(caught.value) == (f"{path}, line 2: not valid UTF-8 (byte 0xe9 at offset 55); "
+                                 "re-save the file as UTF-8")
+
+
+def test_an_integer_too_long_to_convert_is_our_error(tmp_path):
+    path = _write(tmp_path / "d.jsonl", '{"prompt": "p", "completion": "c", "n": '
+                  + "9" * 5000 + "}\n")
+    with pytest.raises(MalformedJSONError, match="line 1: invalid JSON: Exceeds the limit"):
+        load_training_data(path)
 
 
 # --- the split -----------------------------------------------------------------
@@ -260,3 +396,4 @@ def test_valid_records_all_survive_loading(tmp_path, prompts):
     records = [{"prompt": p, "completion": "x"} for p in prompts]
     loaded = load_training_data(write_jsonl(tmp_path / "ok.jsonl", records))
     assert len(loaded.examples) == len({p.strip() for p in prompts})
+

@@ -18,6 +18,7 @@ from domain_mlflow.exceptions import (
     CheckpointError,
     MalformedJSONError,
     TrainingDivergedError,
+    TrainingTimeLimitReached,
 )
 from domain_mlflow.training.features import encode_example
 from domain_mlflow.training.loop import LoopConfig, TrainingLoop
@@ -212,6 +213,36 @@ def test_resume_continues_the_interrupted_run_exactly(small_sql_data, tmp_path):
     tags = client.get_run(resumed["mlflow_run_id"]).data.tags
     assert tags["resumed_from_checkpoint"].endswith("step-000004")
     assert resumed["registry_version"] == "2"
+
+
+def test_max_minutes_stops_at_a_step_boundary_with_a_checkpoint_and_resume_finishes(
+        small_sql_data, tmp_path):
+    trainer = DomainTrainer()
+    with pytest.raises(TrainingTimeLimitReached, match="stopped at step 1 of 6") as stopped:
+        trainer.train_domain_model(DOMAIN, small_sql_data, max_minutes=1e-9, **TINY_BUDGET)
+    assert "resume=true" in str(stopped.value)
+    [run] = MlflowClient().search_runs(["0"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"].startswith("stopped at step 1 of 6")
+    assert MlflowClient().search_model_versions() == []
+    [checkpoint] = (tmp_path / "checkpoints" / DOMAIN).glob("*/step-*")
+    assert checkpoint.name == "step-000001"
+
+    resumed = trainer.train_domain_model(DOMAIN, small_sql_data, resume=True, **TINY_BUDGET)
+    assert resumed["steps"] == {"start": 1, "end": 6}
+    assert resumed["registry_version"] == "1"
+
+
+def test_the_loop_prints_what_the_remaining_steps_will_cost(tiny_base, small_sql_data, capsys):
+    base = load_base("tiny", tiny_base.parent, from_scratch=False)
+    train, validation = _encoded(small_sql_data, base.tokenizer)
+    config = LoopConfig(max_steps=5, batch_size=4, eval_every=5, estimate_after=3)
+    TrainingLoop(base.model, train, validation, config, base.tokenizer.pad_token_id,
+                 progress=False).run()
+    [line] = [text for text in capsys.readouterr().err.splitlines()
+              if text.startswith("training:")]
+    assert re.fullmatch(r"training: \d+\.\d\d s per step measured over steps 2-3; 2 of 5 "
+                        r"steps left, about 0m\d\ds \(plus evaluation\)", line), line
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(small_sql_data):
