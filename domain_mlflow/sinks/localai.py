@@ -11,6 +11,7 @@ is shut down and the result is checked with ``GET /v1/models``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,6 +27,9 @@ _COMPLETE_MARKER = ".export-complete"
 MERGED_MODEL_ARTIFACT = "merged_model"
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 PROMPT_TEMPLATE_GO = "### Prompt:\n{{.Input}}\n### Response:\n"
+# Written by training into the merged model: its prompt format and, as a Go template,
+# the completion template that prompts it as it was trained (its chat template, say).
+SERVING_PROMPT_FILE = "serving_prompt.json"
 
 
 class LocalAIClient:
@@ -212,14 +216,26 @@ class LocalAISink:
         return target
 
     @staticmethod
-    def versioned_config(domain_id: str, model_version: str) -> dict[str, Any]:
+    def versioned_config(domain_id: str, model_version: str,
+                         completion_template: str = PROMPT_TEMPLATE_GO) -> dict[str, Any]:
         return {
             "name": model_version,
             "backend": "transformers",
             "type": "AutoModelForCausalLM",
             "parameters": {"model": f"{domain_id}/{model_version}", "temperature": 0},
-            "template": {"completion": PROMPT_TEMPLATE_GO},
+            "template": {"completion": completion_template},
         }
+
+    def completion_template(self, domain_id: str, model_version: str) -> str:
+        """The exported version's own completion template (``serving_prompt.json``);
+        the plain format for a model exported without one."""
+        path = self.export_dir(domain_id, model_version) / SERVING_PROMPT_FILE
+        try:
+            template = json.loads(path.read_text(encoding="utf-8"))["completion_template"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return PROMPT_TEMPLATE_GO
+        return template if isinstance(template, str) and "{{.Input}}" in template \
+            else PROMPT_TEMPLATE_GO
 
     @staticmethod
     def weights_of(config: dict[str, Any]) -> str:
@@ -234,7 +250,8 @@ class LocalAISink:
 
     def serve_version(self, domain_id: str, model_version: str) -> None:
         """Configure the version under its own name and confirm LocalAI lists it."""
-        self.client.import_config(self.versioned_config(domain_id, model_version))
+        self.client.import_config(self.versioned_config(
+            domain_id, model_version, self.completion_template(domain_id, model_version)))
         if model_version not in self.client.model_names():
             raise SinkError(f"LocalAI does not list {model_version!r} after importing it")
 

@@ -33,6 +33,15 @@ def chat_turns(prompt: str, context: Sequence[tuple[str, str]] = ()) -> list[dic
     return [{"role": role, "content": content} for role, content in pairs]
 
 
+GO_INPUT = "{{.Input}}"  # where LocalAI's completion template puts the prompt
+
+
+def completion_template_go(tokenizer: Any) -> str:
+    """:func:`render_prompt` as a LocalAI (Go text/template) completion template: the
+    same text around the prompt, so that LocalAI prompts the model as it was trained."""
+    return render_prompt(GO_INPUT, tokenizer)
+
+
 def render_prompt(prompt: str, tokenizer: Any = None,
                   context: Sequence[tuple[str, str]] = ()) -> str:
     """The text the model is conditioned on; generation continues right after it."""

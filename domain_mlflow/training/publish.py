@@ -11,6 +11,8 @@ from typing import Any
 
 from domain_mlflow.data.records import Example
 from domain_mlflow.gate import GateDecision
+from domain_mlflow.sinks.localai import SERVING_PROMPT_FILE
+from domain_mlflow.training.features import completion_template_go, prompt_format
 
 _log = logging.getLogger(__name__)
 _PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -21,8 +23,8 @@ def save_model_folders(
 ) -> dict[str, Path]:
     """Write the seed's local layout; returns artifact path → local folder.
 
-    ``adapter/`` (LoRA only), ``merged_model/`` (weights + tokenizer, ready to serve)
-    and ``tokenizer/``.
+    ``adapter/`` (LoRA only), ``merged_model/`` (weights + tokenizer, ready to serve,
+    with the prompt format LocalAI needs in ``serving_prompt.json``) and ``tokenizer/``.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     folders: dict[str, Path] = {}
@@ -32,6 +34,10 @@ def save_model_folders(
     folders["merged_model"] = output_dir / "merged_model"
     merged.save_pretrained(folders["merged_model"])
     tokenizer.save_pretrained(folders["merged_model"])
+    (folders["merged_model"] / SERVING_PROMPT_FILE).write_text(json.dumps({
+        "prompt_format": prompt_format(tokenizer),
+        "completion_template": completion_template_go(tokenizer),
+    }, indent=2))
     folders["tokenizer"] = output_dir / "tokenizer"
     tokenizer.save_pretrained(folders["tokenizer"])
     return folders
@@ -52,7 +58,7 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
     from mlflow.types import ColSpec, Schema
 
     from domain_mlflow.training.evaluation import max_new_tokens_for
-    from domain_mlflow.training.features import PROMPT_TEMPLATE, prompt_format
+    from domain_mlflow.training.features import PROMPT_TEMPLATE
 
     # log_model re-enables its UserWarnings internally ("once"), so they are recorded
     # here rather than filtered: the signature is explicit, and type hints or an input
@@ -65,7 +71,9 @@ def log_serving_model(merged_folder: Path, tokenizer: Any, train: list[Example])
             model_config={
                 "prompt_template": PROMPT_TEMPLATE,
                 "prompt_format": prompt_format(tokenizer),
-                "max_new_tokens": max_new_tokens_for(train, tokenizer),
+                # not "max_new_tokens": MLflow logs the model config as run params,
+                # and the run's own max_new_tokens (the evaluation cap) is one already
+                "serving_max_new_tokens": max_new_tokens_for(train, tokenizer),
             },
             signature=ModelSignature(
                 inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")])

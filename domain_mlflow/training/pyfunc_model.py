@@ -28,7 +28,8 @@ class DomainTextGenerator(PythonModel):
         config = context.model_config or {}
         self.template = config.get("prompt_template", "{prompt}")
         self.chat = config.get("prompt_format") == "chat_template"
-        self.max_new_tokens = int(config.get("max_new_tokens", 64))
+        self.max_new_tokens = int(config.get("serving_max_new_tokens",
+                                             config.get("max_new_tokens", 64)))
 
     def _prompts(self, model_input):
         if hasattr(model_input, "columns"):

@@ -56,3 +56,15 @@ def test_the_loss_stays_on_the_completion_under_a_chat_template(chat_tokenizer):
     assert encoded.input_ids == prompt_ids + completion_ids + [chat_tokenizer.eos_token_id]
     assert encoded.labels == ([IGNORE_INDEX] * len(prompt_ids) + completion_ids
                               + [chat_tokenizer.eos_token_id])
+
+
+def test_localai_gets_the_same_prompt_text_as_training(tiny_base, chat_tokenizer):
+    from transformers import AutoTokenizer
+
+    from domain_mlflow.sinks.localai import PROMPT_TEMPLATE_GO
+    from domain_mlflow.training.features import completion_template_go
+
+    plain = AutoTokenizer.from_pretrained(tiny_base)
+    assert completion_template_go(plain) == PROMPT_TEMPLATE_GO
+    assert completion_template_go(chat_tokenizer) == (
+        "<|im_start|>user\n{{.Input}}<|im_end|>\n<|im_start|>assistant\n")

@@ -44,6 +44,9 @@ def smollm2_run(tiny_cache_dir, tmp_path_factory):
            # `mlflow run --env-manager local` runs `python`: this interpreter's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_RUN_ID", None)
+    # mlflow.set_registry_uri (the per-test fixture) exports MLFLOW_REGISTRY_URI: the run
+    # would register into the previous test's store.
+    env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     params = {"domain_id": DOMAIN, "data": data, "base_model": "smollm2-135m", "max_steps": 3,
               "batch_size": 4, "max_length": 64, "eval_every": 3, "checkpoint_every": 3,
               "learning_rate": 0.001, "eval_examples": 2, "max_new_tokens": 8}
@@ -55,7 +58,8 @@ def smollm2_run(tiny_cache_dir, tmp_path_factory):
                           timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     [results_file] = (work / "models" / DOMAIN).glob("*/results.json")
-    return {"client": MlflowClient(env["MLFLOW_TRACKING_URI"]), "gguf": gguf, "done": done,
+    uri = env["MLFLOW_TRACKING_URI"]
+    return {"client": MlflowClient(tracking_uri=uri, registry_uri=uri), "gguf": gguf, "done": done,
             "results": json.loads(results_file.read_text()), "cache": Path(tiny_cache_dir)}
 
 
@@ -74,6 +78,26 @@ def test_a_version_is_registered_with_the_base_digest_chat_rule_and_lora_targets
     assert int(params["total_parameters"]) > 134_000_000
     assert params["eval_max_examples"] == "2" and params["max_new_tokens"] == "8"
     assert results["evaluation"]["eval_examples"] == 2
+
+
+def test_localai_is_given_the_chat_template_as_its_completion_template(smollm2_run, tmp_path):
+    from transformers import AutoTokenizer
+
+    from domain_mlflow.sinks.localai import LocalAIClient, LocalAISink
+    from tests.localai_double import LocalAIDouble
+
+    results = smollm2_run["results"]
+    tokenizer = AutoTokenizer.from_pretrained(results["model_path"])
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "{{.Input}}"}],
+                                             tokenize=False, add_generation_prompt=True)
+    assert expected.endswith("<|im_start|>user\n{{.Input}}<|im_end|>\n<|im_start|>assistant\n")
+    models = tmp_path / "models"
+    models.mkdir()
+    with LocalAIDouble(models, api_keys=["k"]) as double:
+        sink = LocalAISink(LocalAIClient(double.url, "k"), models)
+        sink.export(DOMAIN, "v1", lambda tmp: Path(results["model_path"]))
+        sink.serve_version(DOMAIN, "v1")
+        assert double.config("v1")["template"] == {"completion": expected}
 
 
 def test_only_the_adapters_trained_and_they_moved(smollm2_run):
