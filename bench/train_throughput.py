@@ -272,7 +272,7 @@ def _batch_order(n_examples: int, sizes: Sizes) -> list[list[int]]:
 
 
 def run_ours(model: Any, encoded: list[Any], pad: int, sizes: Sizes,
-             log_to_mlflow: bool) -> RunFigures:
+             log_to_mlflow: bool, real_base: bool) -> RunFigures:
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -281,7 +281,8 @@ def run_ours(model: Any, encoded: list[Any], pad: int, sizes: Sizes,
 
     loop_config = LoopConfig(max_steps=sizes.warmup_steps + sizes.steps,
                              batch_size=sizes.batch_size, learning_rate=LEARNING_RATE,
-                             warmup_steps=3, eval_every=10**9, checkpoint_every=10**9, seed=SEED)
+                             warmup_steps=3, eval_every=10**9, checkpoint_every=10**9, seed=SEED,
+                             trim_memory=real_base)  # as `domain-mlflow train` sets it
     clock = StepClock(sizes.warmup_steps, tokens=[
         sum(len(encoded[i].input_ids) for i in batch) for batch in _batch_order(len(encoded), sizes)
     ])
@@ -353,11 +354,13 @@ def run_hf_trainer(model: Any, encoded: list[Any], pad: int, sizes: Sizes,
     return RunFigures(tokens, tokens_per_second, None, memory.figures())
 
 
-def run_variant(variant: str, model: Any, encoded: list[Any], pad: int, sizes: Sizes,
+def run_variant(variant: str, model: Any, encoded: list[Any], pad: int, config: BenchConfig,
                 output_dir: str) -> RunFigures:
+    sizes = config.sizes
     if variant == HF:
         return run_hf_trainer(model, encoded, pad, sizes, output_dir)
-    return run_ours(model, encoded, pad, sizes, log_to_mlflow=variant == OURS)
+    return run_ours(model, encoded, pad, sizes, log_to_mlflow=variant == OURS,
+                    real_base=config.base != "tiny")
 
 
 def _rotated(variants: tuple[str, ...], repeat: int) -> tuple[str, ...]:
@@ -393,11 +396,12 @@ def run_in_process(config: BenchConfig, variants: tuple[str, ...]) -> Runs:
     runs: Runs = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory() as workdir:
         _use_tracking_store(f"sqlite:///{workdir}/bench.db")
-        run_ours(model, encoded, pad, sizes, log_to_mlflow=True)  # warm-up, not counted
+        run_ours(model, encoded, pad, sizes, log_to_mlflow=True,  # warm-up, not counted
+                 real_base=config.base != "tiny")
         for repeat in range(sizes.repeats):
             for variant in _rotated(variants, repeat):
                 model, _ = _fresh_lora_model(config.base, config.cache_dir)
-                runs[variant].append(run_variant(variant, model, encoded, pad, sizes,
+                runs[variant].append(run_variant(variant, model, encoded, pad, config,
                                                  f"{workdir}/hf{repeat}"))
             print(_repeat_line(repeat, runs, config, isolated=False), flush=True)
     return runs
@@ -410,7 +414,7 @@ def run_child(config: BenchConfig, variant: str, tracking_uri: str | None) -> Ru
     encoded, pad = _training_data(tokenizer, config.sizes.max_length)
     with tempfile.TemporaryDirectory() as workdir:
         _use_tracking_store(tracking_uri or f"sqlite:///{workdir}/bench.db")
-        figures = run_variant(variant, model, encoded, pad, config.sizes, f"{workdir}/hf")
+        figures = run_variant(variant, model, encoded, pad, config, f"{workdir}/hf")
     return replace(figures, memory=replace(figures.memory, after_loading_kib=after_loading))
 
 

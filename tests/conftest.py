@@ -18,7 +18,7 @@ os.environ["DO_NOT_TRACK"] = "true"
 from tests.helpers import EXAMPLES, LOCALAI_TEST_KEY
 
 # Variables a developer's shell may carry that would leak into the tests.
-_ISOLATED_VARIABLES = (
+ISOLATED_VARIABLES = (
     "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI", "DEPLOY_ACCURACY_THRESHOLD", "DEPLOY_LATENCY_THRESHOLD",
     "DEPLOY_LOSS_THRESHOLD", "DEPLOY_VAL_LOSS_THRESHOLD", "CHECKPOINT_DIR", "MODEL_OUTPUT_DIR",
@@ -43,7 +43,7 @@ def isolated_mlflow(
     """A fresh SQLite MLflow store and output folders in ``tmp_path`` for every test."""
     import mlflow
 
-    for name in _ISOLATED_VARIABLES:
+    for name in ISOLATED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -38,6 +38,9 @@ class LoopConfig:
     seed: int = 42
     max_seconds: float | None = None  # stop at the next step boundary after this long
     estimate_after: int | None = None  # print the time the run will take after N steps
+    # Hand the allocator's freed memory back to the OS after every step (glibc keeps
+    # a step's freed activation buffers otherwise, and the next step's peak sits on top).
+    trim_memory: bool = False
 
 
 @dataclass
@@ -112,6 +115,18 @@ def validation_loss(
             tokens += count
     model.train(was_training)
     return total / tokens if tokens else float("nan")
+
+
+def _malloc_trim() -> Callable[[], Any] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
 
 
 def format_duration(seconds: float) -> str:
@@ -222,6 +237,7 @@ class TrainingLoop:
         bar = tqdm(total=config.max_steps, initial=start_step, disable=not self.progress,
                    desc=self.description, unit="step")
         began, after_first, stopped_early, done = time.monotonic(), 0.0, False, start_step
+        trim = _malloc_trim() if config.trim_memory else None
         for step, batch in self._batches(start_step):
             started = time.perf_counter()
             loss = completion_loss(self.model, batch)
@@ -234,6 +250,9 @@ class TrainingLoop:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if trim:
+                del loss
+                trim()
             seconds += time.perf_counter() - started
             tokens += int(batch["attention_mask"].sum())
             losses.append(value)

@@ -221,6 +221,7 @@ class TrainingRun:
                 warmup_steps=max(1, min(100, config.max_steps // 20)),
                 max_seconds=config.max_minutes * 60 if config.max_minutes else None,
                 estimate_after=3 if prepared.real_base else None,
+                trim_memory=prepared.real_base,
             ),
             prepared.tokenizer.pad_token_id,
             sink=sink,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import ISOLATED_VARIABLES
 from tests.helpers import EXAMPLES, REPO_ROOT
 
 pytestmark = [pytest.mark.real_base, pytest.mark.mlproject]
@@ -38,15 +39,16 @@ def smollm2_run(tiny_cache_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("smollm2")
     data = work / "sql.jsonl"
     data.write_text("".join((EXAMPLES / "sql_agent.jsonl").read_text().splitlines(True)[:40]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DOMAIN_MLFLOW_CACHE_DIR": tiny_cache_dir,
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "CHECKPOINT_DIR": str(work / "checkpoints"), "MODEL_OUTPUT_DIR": str(work / "models"),
-           # `mlflow run --env-manager local` runs `python`: this interpreter's
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_RUN_ID", None)
-    # mlflow.set_registry_uri (the per-test fixture) exports MLFLOW_REGISTRY_URI: the run
-    # would register into the previous test's store.
-    env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
+    # Module-scoped, so set up outside any test's isolation: what earlier tests left in
+    # the environment (mlflow.set_registry_uri and set_experiment export variables) goes.
+    env = {name: value for name, value in os.environ.items() if name not in ISOLATED_VARIABLES}
+    env.update({
+        "PYTHONUNBUFFERED": "1", "DOMAIN_MLFLOW_CACHE_DIR": tiny_cache_dir,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "CHECKPOINT_DIR": str(work / "checkpoints"), "MODEL_OUTPUT_DIR": str(work / "models"),
+        # `mlflow run --env-manager local` runs `python`: this interpreter's
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
     params = {"domain_id": DOMAIN, "data": data, "base_model": "smollm2-135m", "max_steps": 3,
               "batch_size": 4, "max_length": 64, "eval_every": 3, "checkpoint_every": 3,
               "learning_rate": 0.001, "eval_examples": 2, "max_new_tokens": 8}
