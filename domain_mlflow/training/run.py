@@ -41,21 +41,21 @@ class PreparedData:
     validation: list[Example]
     model: Any
     tokenizer: Any
-    base_path: str
-    base: Any = None  # the ResolvedBase: its kind and, for a GGUF base, the file's digest
+    base: Any  # the ResolvedBase: where it was loaded from, its kind, a GGUF file's digest
     encoded_train: list[Any] = field(default_factory=list)
     encoded_validation: list[Any] = field(default_factory=list)
 
     @property
     def real_base(self) -> bool:
-        return bool(self.base and self.base.is_real)
+        return bool(self.base.is_real)
 
     def base_summary(self) -> dict[str, Any]:
         """How the base was found and adapted: logged as params."""
         from domain_mlflow.training.features import prompt_format
 
-        summary = {"base_model_kind": self.base.kind if self.base else "tiny",
-                   "base_model_digest": (self.base.digest if self.base else None) or "none",
+        summary = {"base_model_path": self.base.location,
+                   "base_model_kind": self.base.kind,
+                   "base_model_digest": self.base.digest or "none",
                    "prompt_format": prompt_format(self.tokenizer)}
         peft_config = getattr(self.model, "peft_config", {}).get("default")
         if peft_config is not None:
@@ -162,7 +162,6 @@ class TrainingRun:
         summary.pop("path")
         params = {
             **config.hyperparameters(),
-            "base_model_path": prepared.base_path,
             **prepared.base_summary(),
             "trainable_parameters": _count(prepared.model, trainable_only=True),
             "total_parameters": _count(prepared.model, trainable_only=False),

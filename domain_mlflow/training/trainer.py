@@ -135,8 +135,7 @@ def _prepare(config: TrainingConfig, cache_dir: str) -> PreparedData:
     model = base.model
     if config.fine_tune:
         model = add_lora(model, config.lora_r, config.lora_alpha)
-    prepared = PreparedData(data, train, validation, model, base.tokenizer, base.resolved_path,
-                            base.resolved)
+    prepared = PreparedData(data, train, validation, model, base.tokenizer, base.resolved)
     prepared.encoded_train = [encode_example(e, base.tokenizer, config.max_length) for e in train]
     prepared.encoded_validation = [encode_example(e, base.tokenizer, config.max_length)
                                    for e in validation]
