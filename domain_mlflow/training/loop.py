@@ -14,6 +14,7 @@ import torch
 from domain_mlflow.exceptions import CheckpointError, TrainingDivergedError
 from domain_mlflow.training.distributed import ProcessGroup
 from domain_mlflow.training.features import IGNORE_INDEX, EncodedExample, collate
+from domain_mlflow.training.loss import completion_loss
 
 
 class MetricSink(Protocol):
@@ -76,27 +77,6 @@ def _schedule(config: LoopConfig) -> Callable[[int], float]:
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the target tokens, the same value as ``model(**batch).loss``.
-
-    Logits are computed only at the positions that predict a target token
-    (``logits_to_keep`` with a boolean mask), which skips the vocabulary projection
-    and softmax over every prompt and padding position. Models that do not support
-    such a mask fall back to the full forward pass.
-    """
-    targets = batch["labels"][:, 1:] != IGNORE_INDEX
-    keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
-    keep[:, :-1] = targets
-    try:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       logits_to_keep=keep).logits
-    except TypeError:
-        logits = None
-    if logits is None or logits.dim() != 2 or logits.shape[0] != int(targets.sum()):
-        return model(**batch).loss
-    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"][:, 1:][targets])
 
 
 @torch.no_grad()
