@@ -1,6 +1,7 @@
 """Read-only JSON routes on the dashboard's Flask server.
 
-``GET /api/metrics[?days=N]``, ``GET /api/metrics?domain_id=ID[&days=N]``,
+``GET /api/metrics[?days=N]`` (with the fleet's rates and approval queue),
+``GET /api/metrics?domain_id=ID[&days=N]``,
 ``GET /api/domains/<ID>/history`` and ``GET /healthz``. Bad input is a 400, an unknown
 domain a 404, another method a 405; every answer is JSON. Without a config store the
 metrics answer 200 with ``store_note`` set: nothing is created to answer.
@@ -103,6 +104,7 @@ def api_blueprint(collector: DomainMetricsCollector) -> Blueprint:
             "generated_at": utc_now().isoformat(),
             "time_window_days": days or collector.settings.metrics_time_window_days,
             "domains": [collector.domain_summary(d, days) for d in collector.domain_ids(days)],
+            "deployments": collector.fleet_deployments(days),
             **collector.store_status(days),
         })
 

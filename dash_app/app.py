@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 PACKAGE = __name__.rpartition(".")[0]
 PAGES_FOLDER = Path(__file__).with_name("pages")
 REFRESH_INTERVAL_MS = 30_000
-NAV = (("Overview", "/"), ("Rankings", "/rankings"), ("Compare", "/compare"))
+NAV = (("Overview", "/"), ("Rankings", "/rankings"), ("Compare", "/compare"),
+       ("Fleet", "/fleet"))
 
 
 def shell_layout() -> html.Div:

@@ -25,8 +25,9 @@ from domain_mlflow.exceptions import (
 __all__ = ["COMMANDS", "add_train_arguments", "build_parser", "main", "run_command", "run_train"]
 
 
-COMMANDS = ("train", "pipeline", "demo", "poll", "webhook", "promote", "rollback", "history",
-            "status", "sync", "metrics", "export", "dashboard", "monitor")
+COMMANDS = ("train", "pipeline", "demo", "poll", "webhook", "promote", "approve", "reject",
+            "pending", "rollback", "history", "status", "sync", "metrics", "export", "dashboard",
+            "monitor")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -61,3 +61,8 @@ def serving_name(domain_id: str) -> str:
     Each version is also served under its own ``model_version`` string, which
     ``DomainClient`` calls so that what it records is what answered."""
     return domain_id
+
+
+def approve_command(domain_id: str, registry_version: int) -> str:
+    """The command that approves a version awaiting approval (NAME: the reviewer)."""
+    return f"domain-mlflow approve {domain_id} --version {registry_version} --by NAME"

@@ -2,7 +2,8 @@
 
 Registered model name: ``domain.{domain_id}`` (tagged ``domain_id``). Per-domain
 gate thresholds live in its tags ``threshold.accuracy``, ``threshold.latency_ms``,
-``threshold.training_loss`` and ``threshold.validation_loss``.
+``threshold.training_loss`` and ``threshold.validation_loss``; the promotion mode
+(``auto`` or ``manual``) in ``promotion.mode``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
@@ -20,8 +22,11 @@ from mlflow.tracking import MlflowClient
 from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.gate import GATED_METRICS, Thresholds
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, registered_model_name, validate_domain_id
+from domain_mlflow.semver import SEMVER_TAG, next_semver
+from domain_mlflow.settings import promotion_mode
 
 THRESHOLD_TAG_PREFIX = "threshold."
+MODE_TAG = "promotion.mode"  # auto | manual, over PROMOTION_MODE for this domain
 
 
 def _error_code(error: MlflowException) -> str:
@@ -94,11 +99,21 @@ def register_version(
     run_id: str,
     tags: Mapping[str, str],
 ) -> ModelVersion:
-    """Create the next version of the domain's registered model with ``tags``."""
+    """Create the next version of the domain's registered model with ``tags``, and its
+    ``semver`` tag derived from the newest earlier version (see :mod:`domain_mlflow.semver`)
+    unless ``tags`` hold one."""
     name = ensure_registered_model(client, domain_id)
-    return client.create_model_version(
-        name=name, source=source, run_id=run_id, tags=dict(tags)
-    )
+    tags = dict(tags)
+    if SEMVER_TAG not in tags:
+        tags[SEMVER_TAG] = next_semver(latest_semver_tags(client, name), tags)
+    return client.create_model_version(name=name, source=source, run_id=run_id, tags=tags)
+
+
+def latest_semver_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
+    """The tags of the registered model's newest version that has a semver, or None."""
+    newest = client.search_model_versions(f"name = '{name}' AND tags.{SEMVER_TAG} LIKE '%'",
+                                          order_by=["version_number DESC"], max_results=1)
+    return dict(newest[0].tags) if newest else None
 
 
 PRODUCTION_ALIAS = "production"
@@ -194,29 +209,55 @@ def move_production_alias(client: MlflowClient, domain_id: str, version: int,
 THRESHOLD_CACHE_SECONDS = 10.0
 
 
-class DomainRegistry:
-    """The registry of one process: its MlflowClient and each domain's thresholds, cached
-    briefly (a changed ``threshold.*`` tag applies within THRESHOLD_CACHE_SECONDS)."""
+@dataclass(frozen=True)
+class DomainPolicy:
+    """What a domain's registered-model tags decide: its gate thresholds and whether a
+    passing version deploys by itself (``auto``) or waits for approval (``manual``)."""
 
-    def __init__(self, client: MlflowClient, defaults: Thresholds) -> None:
+    thresholds: Thresholds
+    mode: str
+
+    @classmethod
+    def from_tags(cls, domain_id: str, tags: Mapping[str, str], defaults: Thresholds,
+                  default_mode: str) -> DomainPolicy:
+        where = f"registered model {registered_model_name(domain_id)!r}"
+        mode = tags.get(MODE_TAG)
+        return cls(defaults.with_overrides(threshold_overrides(tags, where)),
+                   promotion_mode(f"tag {MODE_TAG} on {where}", mode) if mode else default_mode)
+
+
+class DomainRegistry:
+    """The registry of one process: its MlflowClient and each domain's policy (thresholds,
+    promotion mode), cached briefly (a changed ``threshold.*`` or ``promotion.mode`` tag
+    applies within THRESHOLD_CACHE_SECONDS)."""
+
+    def __init__(self, client: MlflowClient, defaults: Thresholds,
+                 default_mode: str = "auto") -> None:
         self.client = client
         self.defaults = defaults
-        self._thresholds: dict[str, tuple[float, Thresholds]] = {}
+        self.default_mode = default_mode
+        self._policies: dict[str, tuple[float, DomainPolicy]] = {}
 
-    def thresholds(self, domain_id: str) -> Thresholds:
-        cached = self._thresholds.get(domain_id)
+    def policy(self, domain_id: str) -> DomainPolicy:
+        cached = self._policies.get(domain_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        return self._remember(domain_id, domain_thresholds(self.client, domain_id, self.defaults))
+        return self._remember(domain_id, registered_model_tags(self.client, domain_id) or {})
+
+    def thresholds(self, domain_id: str) -> Thresholds:
+        return self.policy(domain_id).thresholds
+
+    def promotion_mode(self, domain_id: str) -> str:
+        return self.policy(domain_id).mode
 
     def prime_thresholds(self, domain_id: str, tags: Mapping[str, str]) -> None:
         """Fill the cache from registered-model tags already fetched (the poller's search)."""
-        where = f"registered model {registered_model_name(domain_id)!r}"
-        self._remember(domain_id, self.defaults.with_overrides(threshold_overrides(tags, where)))
+        self._remember(domain_id, tags)
 
-    def _remember(self, domain_id: str, value: Thresholds) -> Thresholds:
-        self._thresholds[domain_id] = (time.monotonic() + THRESHOLD_CACHE_SECONDS, value)
-        return value
+    def _remember(self, domain_id: str, tags: Mapping[str, str]) -> DomainPolicy:
+        policy = DomainPolicy.from_tags(domain_id, tags, self.defaults, self.default_mode)
+        self._policies[domain_id] = (time.monotonic() + THRESHOLD_CACHE_SECONDS, policy)
+        return policy
 
     def version(self, domain_id: str, version: int | str) -> ModelVersion:
         return get_domain_version(self.client, domain_id, version)

@@ -62,7 +62,7 @@ class Services:
     def registry(self) -> DomainRegistry:
         from domain_mlflow.registry import DomainRegistry
 
-        return DomainRegistry(self.client, self.settings.thresholds)
+        return DomainRegistry(self.client, self.settings.thresholds, self.settings.promotion_mode)
 
     @cached_property
     def store(self) -> ConfigStore:

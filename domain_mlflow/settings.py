@@ -148,6 +148,8 @@ class Settings:
     monitor_window_seconds: float = 300.0
     alert_webhook_url: str | None = field(default=None, repr=False)
     champion_challenger: bool = False
+    promotion_mode: str = "auto"  # auto | manual; the registered-model tag promotion.mode wins
+    approval_ttl_hours: float | None = None  # a version awaiting approval expires after this
     promotion_retry_base_seconds: float = 2.0
     promotion_retry_max_seconds: float = 300.0
     config_store_path: str | None = None
@@ -157,6 +159,17 @@ class Settings:
     model_output_dir: str = "./models/domain_models"
     training_max_steps: int = 400
     pipeline_data_dir: str = "./training_data"
+
+
+PROMOTION_MODES = ("auto", "manual")
+
+
+def promotion_mode(where: str, value: str) -> str:
+    """``auto`` or ``manual`` (any case, surrounding spaces ignored), else ConfigError."""
+    mode = value.strip().lower()
+    if mode not in PROMOTION_MODES:
+        raise ConfigError(f"{where} must be one of {', '.join(PROMOTION_MODES)}, got {value!r}")
+    return mode
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +218,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         monitor_window_seconds=_number(env, "MONITOR_WINDOW_SECONDS", 300.0, 1.0, 86400.0),
         alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL", ("http", "https")),
         champion_challenger=_bool(env, "DEPLOY_CHAMPION_CHALLENGER", False),
+        promotion_mode=promotion_mode("PROMOTION_MODE", _raw(env, "PROMOTION_MODE") or "auto"),
+        approval_ttl_hours=(_number(env, "APPROVAL_TTL_HOURS", 0.0, 0.0001, 87_600.0)
+                            if _raw(env, "APPROVAL_TTL_HOURS") else None),
         promotion_retry_base_seconds=_number(env, "PROMOTION_RETRY_BASE_SECONDS", 2.0, 0.01,
                                              3600.0),
         promotion_retry_max_seconds=_number(env, "PROMOTION_RETRY_MAX_SECONDS", 300.0, 0.01,

@@ -112,6 +112,14 @@ def postgres_dsn() -> Iterator[str]:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The config store the environment names: the SQLite file, or a fresh Postgres schema."""
+    if request.param == "postgres":
+        monkeypatch.setenv("POSTGRES_DSN", request.getfixturevalue("postgres_dsn"))
+    return request.param
+
+
 @pytest.fixture
 def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The test Redis, with a key prefix of this test's own (removed afterwards)."""

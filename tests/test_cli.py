@@ -131,6 +131,8 @@ NUMERIC_OPTIONS = {
     ("history", "--limit"): (["history", "D"], ["-1", "0", "100001", "99999999999999999999"]),
     ("metrics", "--days"): (["metrics", "D"], ["0", "-5", "3651", "1e3", "²"]),
     ("promote", "--version"): (["promote", "D"], ["0", "-1", str(2**31), "1.5", "9" * 5000]),
+    ("approve", "--version"): (["approve", "D", "--by", "a"], ["0", str(2**31)]),
+    ("reject", "--version"): (["reject", "D", "--by", "a", "--reason", "r"], ["0", "-1"]),
     ("rollback", "--to"): (["rollback", "D"], ["0", str(2**63)]),
     ("poll", "--interval"): (["poll"], ["0", "-1", "nan", "inf", "86401", "1e400"]),
     ("monitor", "--interval"): (["monitor"], ["0", "nan", "-inf"]),

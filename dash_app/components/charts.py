@@ -1,4 +1,5 @@
-"""Plotly figures: a domain's metrics over its runs, and domains side by side."""
+"""Plotly figures: a domain's metrics over its runs and its training runs' loss curves,
+domains side by side, and the fleet's time from registration to live."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dash_app.components.formatting import format_metric, parse_time
+from domain_mlflow.metrics.curves import LOSS_METRICS
 from domain_mlflow.metrics.trends import LOWER_IS_BETTER, finite
 
 PROMOTION_ACTIONS = ("promote", "force_promote", "rollback")
@@ -99,3 +101,66 @@ def comparison_figure(metric: str, comparison: dict[str, Any]) -> go.Figure:
     )
     return figure
 
+
+
+def _empty_note(figure: go.Figure, text: str, **where: Any) -> None:
+    figure.add_annotation(text=text, xref="x domain", yref="y domain", x=0.5, y=0.5,
+                          showarrow=False, font={"color": "#6b7685", "size": 13}, **where)
+
+
+def loss_curves_figure(curves: list[dict[str, Any]], uirevision: str = "") -> go.Figure:
+    """``training_loss`` and ``validation_loss`` over steps, one line per training run
+    (``collector.loss_curves``), each run in one colour in both panels."""
+    figure = make_subplots(rows=1, cols=len(LOSS_METRICS), horizontal_spacing=0.08,
+                           subplot_titles=[f"{m} by step (lower is better)"
+                                           for m in LOSS_METRICS])
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+    for index, run in enumerate(curves):
+        name = run.get("training_run_id") or run["run_id"]
+        for col, metric in enumerate(LOSS_METRICS, start=1):
+            points = run["curves"].get(metric, [])
+            figure.add_trace(go.Scatter(
+                x=[p["step"] for p in points], y=[p["value"] for p in points], name=name,
+                legendgroup=name, showlegend=col == 1, mode="lines+markers",
+                meta=metric, line={"color": palette[index % len(palette)], "width": 2},
+                marker={"size": 5},
+                hovertemplate=f"{name}<br>{metric} %{{y}} at step %{{x}}<extra></extra>",
+            ), row=1, col=col)
+    for col, metric in enumerate(LOSS_METRICS, start=1):
+        if not any(run["curves"].get(metric) for run in curves):
+            _empty_note(figure, f"no {metric} steps logged by a training run in the window",
+                        row=1, col=col)
+    figure.update_xaxes(title_text="step")
+    figure.update_layout(template="plotly_white", height=360, uirevision=uirevision or None,
+                         margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                         legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def _duration_unit(longest: float) -> tuple[str, float]:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if longest >= 2 * size:
+            return unit, size
+    return "seconds", 1.0
+
+
+def time_to_live_figure(domains: dict[str, dict[str, Any]], days: int) -> go.Figure:
+    """Per domain, the time from registration to live of each version that went live in
+    the window: a box with every version as a point (``fleet_deployments()["domains"]``)."""
+    values = {domain: figures["deployment"]["time_to_live"]["seconds"]
+              for domain, figures in domains.items()
+              if figures["deployment"]["time_to_live"]["seconds"]}
+    unit, size = _duration_unit(max((max(v) for v in values.values()), default=0.0))
+    figure = go.Figure([go.Box(y=[s / size for s in seconds], name=domain, boxpoints="all",
+                               jitter=0.3, pointpos=0, marker={"size": 7},
+                               hovertemplate=f"{domain}: %{{y:.3g}} {unit}<extra></extra>")
+                        for domain, seconds in values.items()])
+    if not values:
+        _empty_note(figure, f"no version went live in the last {days} days")
+    figure.update_layout(
+        title={"text": "registration to live", "font": {"size": 15}}, template="plotly_white",
+        height=360, margin={"l": 60, "r": 20, "t": 50, "b": 60}, showlegend=False,
+        yaxis={"title": {"text": unit}, "rangemode": "tozero"}, xaxis={"type": "category"},
+        uirevision="time-to-live",
+    )
+    return figure

@@ -46,12 +46,12 @@ def format_time(value: Any) -> str:
 
 
 def production_label(production: dict[str, Any] | None) -> str:
-    """The model version serving the domain, or "not in production"."""
+    """The model version serving the domain, its semver beside it when it has one
+    (``sql-v20260131_120500 (1.2.0)``), or "not in production"."""
     if not production:
         return "not in production"
-    if production.get("model_version"):
-        return str(production["model_version"])
-    return f"registry v{production.get('registry_version')}"
+    label = production.get("model_version") or f"registry v{production.get('registry_version')}"
+    return f"{label} ({production['semver']})" if production.get("semver") else str(label)
 
 
 def in_flight_label(in_flight: dict[str, Any] | None, error_chars: int = 160) -> str:

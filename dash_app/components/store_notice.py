@@ -1,5 +1,5 @@
 """Why a page shows no production, promotions or usage: no config store yet, or one
-that did not answer."""
+that did not answer; and the heading of a page that shows it."""
 
 from __future__ import annotations
 
@@ -18,3 +18,10 @@ def store_notice(status: dict[str, Any]) -> html.Div | None:
     if status.get("store_note"):
         return html.Div(status["store_note"], className="store-notice")
     return None
+
+
+def page_heading(title: str, loading: str, page: str) -> list[Any]:
+    """A page's title, its status line (id ``{page}-status``, ``loading`` until the first
+    refresh) and the place of its store notice (id ``{page}-store``)."""
+    return [html.H1(title), html.P(loading, id=f"{page}-status", className="muted"),
+            html.Div(id=f"{page}-store")]

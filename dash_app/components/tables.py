@@ -1,4 +1,5 @@
-"""Tables: every domain's newest figures, a domain's versions, history and runs."""
+"""Tables: every domain's newest figures, a domain's versions, history and runs, the
+fleet's rates and the approval queue."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from dash_app.components.formatting import (
     MISSING,
     format_metric,
     format_time,
+    parse_time,
     production_label,
 )
+from domain_mlflow.metrics.deployments import duration_text
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite
+from domain_mlflow.naming import utc_now
 
 _NUMBER_FORMATS = {
     "accuracy": Format(precision=3, scheme=Scheme.fixed),
@@ -76,6 +80,7 @@ def versions_table(versions: list[dict[str, Any]]) -> dash_table.DataTable:
     rows = [{
         "version": v.get("version"),
         "model_version": v.get("model_version") or MISSING,
+        "semver": v.get("semver") or MISSING,
         "stage": v.get("stage") or MISSING,
         "validation": v.get("validation_status") or MISSING,
         "accuracy": format_metric("accuracy", v.get("accuracy")),
@@ -83,7 +88,7 @@ def versions_table(versions: list[dict[str, Any]]) -> dash_table.DataTable:
         "production": "yes" if v.get("is_production") else "",
     } for v in reversed(versions)]
     columns = [{"name": n, "id": n} for n in
-               ("version", "model_version", "stage", "validation", "accuracy", "created",
+               ("version", "model_version", "semver", "stage", "validation", "accuracy", "created",
                 "production")]
     return dash_table.DataTable(
         id="versions-table", columns=columns, data=rows, page_action="none",
@@ -118,3 +123,86 @@ def runs_table(runs: list[dict[str, Any]], limit: int = 50) -> html.Table:
                     className="run-link") if run.get("url") else MISSING]
             for run in list(reversed(runs))[:limit]]
     return _table(["started", *PERFORMANCE_METRICS, "version", "MLflow"], body, "runs-table")
+
+
+_RATE = Format(precision=0, scheme=Scheme.percentage).nully(MISSING)
+_COUNT = Format(precision=0, scheme=Scheme.fixed).nully(MISSING)
+_MINUTES = Format(precision=1, scheme=Scheme.fixed).nully(MISSING)
+# (column id, header, format); the rates first, each followed by its counts.
+_FLEET_COLUMNS = (
+    ("gate_hit_rate", "gate hit rate", _RATE), ("passed", "passed", _COUNT),
+    ("decided", "decided", _COUNT), ("failing_thresholds", "failing thresholds", None),
+    ("success_rate", "deployment success", _RATE),
+    ("reached_all_targets", "reached all targets", _COUNT), ("started", "started", _COUNT),
+    ("retries", "retries", _COUNT), ("live_median_min", "to live p50 (min)", _MINUTES),
+    ("live_p95_min", "to live p95 (min)", _MINUTES),
+    ("approval_median_min", "approval p50 (min)", _MINUTES),
+    ("awaiting_now", "awaiting", _COUNT),
+)
+
+
+def _minutes(seconds: Any) -> float | None:
+    return None if seconds is None else seconds / 60
+
+
+def fleet_rows(domains: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per domain of ``fleet_deployments()["domains"]``: its rates and counts."""
+    rows = []
+    for domain_id, figures in domains.items():
+        gate, deployment = figures["gate"], figures["deployment"]
+        failing = gate["failing_thresholds"]
+        rows.append({
+            "domain": f"[{_markdown_text(domain_id)}](/domain/{domain_id})",
+            "gate_hit_rate": gate["hit_rate"], "passed": gate["passed"],
+            "decided": gate["decided"],
+            "failing_thresholds": ", ".join(f"{m} {n}" for m, n in failing.items()) or MISSING,
+            "success_rate": deployment["success_rate"],
+            "reached_all_targets": deployment["reached_all_targets"],
+            "started": deployment["started"], "retries": deployment["retries"],
+            "live_median_min": _minutes(deployment["time_to_live"]["median_seconds"]),
+            "live_p95_min": _minutes(deployment["time_to_live"]["p95_seconds"]),
+            "approval_median_min": _minutes(figures["approval"]["lead_time"]["median_seconds"]),
+            "awaiting_now": figures["approval"]["awaiting_now"],
+        })
+    return rows
+
+
+def fleet_table(rows: list[dict[str, Any]]) -> dash_table.DataTable:
+    """A sortable table of :func:`fleet_rows` (lowest gate hit rate first until re-sorted)."""
+    columns = [{"name": "domain", "id": "domain", "presentation": "markdown"}]
+    columns += [{"name": header, "id": column_id} if number is None else
+                {"name": header, "id": column_id, "type": "numeric", "format": number}
+                for column_id, header, number in _FLEET_COLUMNS]
+    return dash_table.DataTable(
+        id="fleet-table", columns=columns, data=rows, sort_action="native",
+        sort_by=[{"column_id": "gate_hit_rate", "direction": "asc"}],
+        markdown_options={"link_target": "_self"}, page_action="none", **_TABLE_STYLE,
+    )
+
+
+def _waiting(since: Any) -> str:
+    moment = parse_time(since)
+    if moment is None:
+        return MISSING
+    waited = (utc_now().replace(tzinfo=None) - moment).total_seconds()
+    return f"{format_time(since)} ({duration_text(max(0.0, waited))})"
+
+
+def _gate_checks(gate: dict[str, Any] | None) -> Any:
+    if not gate:
+        return MISSING
+    return [html.Div(check["reason"], className="gate-check" +
+                     ("" if check["passed"] else " failed")) for check in gate["checks"]]
+
+
+def approval_queue_table(entries: list[dict[str, Any]]) -> html.Table:
+    """Versions awaiting approval, oldest first: what the gate saw and how to approve."""
+    body = [[e["domain_id"], f"v{e['registry_version']} · {e.get('model_version') or MISSING}",
+             e.get("semver") or MISSING, _waiting(e.get("awaiting_since")),
+             _gate_checks(e.get("gate")),
+             html.Code(e["approve_command"], className="approve-command"),
+             html.A("open in MLflow", href=e["url"], target="_blank", rel="noopener",
+                    className="version-link")]
+            for e in entries]
+    return _table(["domain", "version", "semver", "waiting since", "gate", "approve with",
+                   "MLflow"], body, "approval-queue")

@@ -1,4 +1,5 @@
-"""A domain ("/domain/<domain_id>"): metric chart, versions, promotions and runs."""
+"""A domain ("/domain/<domain_id>"): metric chart, its newest training runs' loss
+curves, versions, promotions and runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dash import Input, Output, State, callback, dcc, html
 from dash_app.components import (
     history_table,
     in_flight_line,
+    loss_curves_figure,
     metric_chart,
     runs_table,
     store_notice,
@@ -18,6 +20,7 @@ from dash_app.components import (
 from dash_app.components.formatting import last_action_label, production_label
 from dash_app.state import get_collector, is_known_domain
 from domain_mlflow.exceptions import InvalidDomainIdError
+from domain_mlflow.metrics.curves import CURVE_RUNS
 
 _HIDDEN = {"display": "none"}
 
@@ -38,16 +41,24 @@ def layout(domain_id: str | None = None, **_query: str) -> html.Div:
         html.Div(dcc.Graph(id="metric-chart", config={"displaylogo": False},
                            responsive=True, style={"height": "560px"}),
                  id="domain-chart-wrap", style=_HIDDEN),
+        html.Div([
+            html.H2("Loss curves"),
+            html.P(f"Every logged step of the newest {CURVE_RUNS} training runs in the time "
+                   "window.", className="muted"),
+            dcc.Graph(id="loss-chart", config={"displaylogo": False}, responsive=True,
+                      style={"height": "360px"}),
+        ], id="loss-chart-wrap", style=_HIDDEN),
         html.Div(id="domain-tables"),
     ])
 
 
 def _missing(message: str) -> tuple[Any, ...]:
-    return html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, []
+    return html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, {}, _HIDDEN, []
 
 
 @callback(Output("domain-status", "children"), Output("metric-chart", "figure"),
-          Output("domain-chart-wrap", "style"), Output("domain-tables", "children"),
+          Output("domain-chart-wrap", "style"), Output("loss-chart", "figure"),
+          Output("loss-chart-wrap", "style"), Output("domain-tables", "children"),
           Input("refresh-interval", "n_intervals"), State("domain-page-id", "data"))
 def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
     collector = get_collector()
@@ -83,4 +94,5 @@ def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
         runs_table(metrics["runs"]) if metrics["runs"] else
         html.P("No runs in the time window.", className="muted"),
     ]
-    return status, figure, {}, tables
+    curves = loss_curves_figure(collector.loss_curves(domain_id), uirevision=domain_id)
+    return status, figure, {}, curves, {}, tables

@@ -23,6 +23,17 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     usage, quality = metrics["usage"], metrics["quality"]
     print(f"  requests {usage['requests']} ({usage['requests_per_day']}/day), error rate "
           f"{_number(quality['error_rate'], 3)}")
+    _print_rates(f"promotions of {metrics['domain_id']}", metrics["deployments"])
+    fleet = metrics["fleet"]
+    _print_rates(f"fleet ({len(fleet['domains'])} domains)", fleet)
+
+
+def _print_rates(title: str, figures: dict[str, Any]) -> None:
+    from domain_mlflow.metrics.deployments import describe
+
+    print(f"{title}: {figures['promotions']} in the window")
+    for line in describe(figures):
+        print(f"  {line}")
 
 
 def run_metrics(args: argparse.Namespace) -> int:
@@ -31,7 +42,10 @@ def run_metrics(args: argparse.Namespace) -> int:
 
     collector = DomainMetricsCollector(services=services_of(args))
     metrics = collector.collect_domain_metrics(validate_domain_id(args.domain_id), args.days)
-    emit(metrics, args.json, _print_metrics)
+    fleet = collector.fleet_deployments(args.days)
+    # The fleet's rates pool every domain's promotions; "domains" says which.
+    emit({**metrics, "fleet": {"domains": sorted(fleet["domains"]), **fleet["fleet"]}},
+         args.json, _print_metrics)
     return 0
 
 

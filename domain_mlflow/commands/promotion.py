@@ -1,4 +1,5 @@
-"""Promotion subcommands: promote, rollback, history, status, poll, webhook, sync."""
+"""Promotion subcommands: promote, approve, reject, pending, rollback, history, status,
+poll, webhook, sync."""
 
 from __future__ import annotations
 
@@ -44,8 +45,44 @@ def run_promote(args: argparse.Namespace) -> int:
     from domain_mlflow.promotion.manual import promote
 
     result = promote(promoter_for(args, "cli-promote"), args.domain_id, args.version,
-                     force=args.force, reason=args.reason or "")
+                     force=args.force, reason=args.reason or "", semver=args.semver)
     return _outcome(result, args.json)
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.review import approve
+
+    result = approve(promoter_for(args, "cli-approve"), args.domain_id, args.version,
+                     by=args.by, reason=args.reason or "", semver=args.semver)
+    return _outcome(result, args.json)
+
+
+def run_reject(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.review import reject
+
+    result = reject(promoter_for(args, "cli-reject"), args.domain_id, args.version,
+                    by=args.by, reason=args.reason)
+    emit(result, args.json, _print_outcome)
+    return 0
+
+
+def _print_pending(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("nothing awaits approval")
+    for row in rows:
+        figures = ", ".join(f"{name} {value:g}" for name, value in sorted(row["metrics"].items())
+                            if isinstance(value, int | float))
+        expiry = f", expires {row['expires_at']}" if row["expires_at"] else ""
+        print(f"{row['domain_id']} v{row['registry_version']} {row['semver'] or ''} "
+              f"({row['model_version']}), waiting since {row['awaiting_since']}{expiry}\n"
+              f"  {figures}\n  {row['approve']}")
+
+
+def run_pending(args: argparse.Namespace) -> int:
+    from domain_mlflow.promotion.review import pending
+
+    emit(pending(promoter_for(args, "cli")), args.json, _print_pending)
+    return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
@@ -60,8 +97,9 @@ def _print_history(entries: list[dict[str, Any]]) -> None:
     if not entries:
         print("no history")
     for entry in entries:
-        print(f"{entry['created_at']}  {entry['action']:13s} v{entry['registry_version']} "
-              f"({entry['model_version']})  config #{entry['version_number'] or '-'}  "
+        semver = f" {entry['semver']}" if entry.get("semver") else ""
+        print(f"{entry['created_at']}  {entry['action']:13s} v{entry['registry_version']}"
+              f"{semver} ({entry['model_version']})  config #{entry['version_number'] or '-'}  "
               f"by {entry['actor']}: {entry['reason']}")
 
 
@@ -76,8 +114,9 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no domain in production yet")
     for row in rows:
+        semver = f" {row['semver']}" if row.get("semver") else ""
         serving = ("nothing in production yet" if row["registry_version"] is None else
-                   f"v{row['registry_version']} ({row['model_version']}), "
+                   f"v{row['registry_version']}{semver} ({row['model_version']}), "
                    f"config #{row['version_number']}")
         print(f"{row['domain_id']}: {serving}, registry production "
               f"v{row['registry_production']}, redis {row['redis_model_version'] or 'not set'}, "
@@ -185,6 +224,27 @@ def register(commands: Any) -> None:
                          help="registry version number")
     promote.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
     promote.add_argument("--reason", help="why; recorded in the history")
+    promote.add_argument("--semver", metavar="X.Y.Z",
+                         help="give the version this semantic version first")
+
+    approve = add("approve", run_approve,
+                  "approve a version awaiting approval (manual mode) and deploy it")
+    approve.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
+    approve.add_argument("--version", type=whole_number(1, MAX_VERSION), required=True,
+                         help="registry version number")
+    approve.add_argument("--by", required=True, help="who approves; recorded in the history")
+    approve.add_argument("--reason", help="why; recorded in the history")
+    approve.add_argument("--semver", metavar="X.Y.Z",
+                         help="give the version this semantic version")
+
+    reject = add("reject", run_reject, "reject a version awaiting approval (manual mode)")
+    reject.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
+    reject.add_argument("--version", type=whole_number(1, MAX_VERSION), required=True,
+                        help="registry version number")
+    reject.add_argument("--by", required=True, help="who rejects; recorded in the history")
+    reject.add_argument("--reason", required=True, help="why; recorded in the history")
+
+    add("pending", run_pending, "versions awaiting approval, oldest first")
 
     rollback = add("rollback", run_rollback, "move a domain's production back")
     rollback.add_argument("domain_id", metavar="DOMAIN")

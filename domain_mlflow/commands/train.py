@@ -147,5 +147,9 @@ def _print_training_summary(results: dict[str, Any]) -> None:
     print(f"gate           {gate['status']}" + ("" if gate["passed"]
                                                 else ": " + "; ".join(gate["reasons"])))
     if results.get("registry_version"):
-        print(f"registered     {results['model_uri']} ({results['model_version']})")
+        semver = f", semver {results['semver']}" if results.get("semver") else ""
+        print(f"registered     {results['model_uri']} ({results['model_version']}{semver})")
+    deployment = results.get("deployment")
+    if deployment:
+        print(f"promotion      {deployment['reason']}")
     print(f"model          {results['model_path']}")

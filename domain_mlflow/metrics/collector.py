@@ -1,9 +1,9 @@
 """``DomainMetricsCollector``: per-domain figures from the MLflow tracking store.
 
 A domain's runs are the runs tagged ``domain_id`` in any experiment. One snapshot
-costs a few paginated queries whatever the number of domains and runs (experiments,
-runs, model versions, registered models; in the config store: configs, last
-actions, open promotions, serving telemetry) and is reused for ``cache_seconds``.
+(:mod:`domain_mlflow.metrics.snapshot`: a few paginated queries whatever the number
+of domains and runs) serves every figure and is reused for ``cache_seconds``; loss
+curves cost two queries per training run shown.
 
 The collector only looks: it reads a config store that exists and never creates
 or migrates one.
@@ -15,16 +15,19 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from domain_mlflow.exceptions import DomainMlflowError
+from domain_mlflow.metrics.curves import CURVE_RUNS, loss_curves
+from domain_mlflow.metrics.deployments import fleet_figures, rates
+from domain_mlflow.metrics.snapshot import Snapshot, existing_store, take_snapshot
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite, rank, summarize, trend
-from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, utc_now
+from domain_mlflow.naming import approve_command, registered_model_name, utc_now
 from domain_mlflow.redaction import redact
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, version_metrics
+from domain_mlflow.registry import version_metrics
+from domain_mlflow.semver import SEMVER_TAG
 from domain_mlflow.services import Services
 from domain_mlflow.settings import Settings
 
@@ -32,35 +35,7 @@ if TYPE_CHECKING:
     from domain_mlflow.sinks.config_store import ConfigStore
     from domain_mlflow.sinks.rows import Promotion
 
-_PAGE = 5000
 RUN_METRICS = (*PERFORMANCE_METRICS, "latency_p95_ms", "tokens_per_second")
-
-
-@dataclass
-class _Snapshot:
-    taken: float
-    days: int
-    runs: dict[str, list[Any]] = field(default_factory=dict)
-    versions: dict[str, list[Any]] = field(default_factory=dict)
-    production: dict[str, int] = field(default_factory=dict)
-    model_tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    configs: dict[str, Any] = field(default_factory=dict)
-    last_actions: dict[str, Any] = field(default_factory=dict)
-    in_flight: dict[str, Promotion] = field(default_factory=dict)
-    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
-    store_error: str | None = None  # the config store did not answer
-    store_note: str | None = None  # there is none yet: nothing has been promoted
-
-
-def _paged(search: Any, **kwargs: Any) -> list[Any]:
-    items: list[Any] = []
-    token = None
-    while True:
-        page = search(page_token=token, **kwargs)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -69,15 +44,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _from_millis(millis: int | None) -> str | None:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis else None
-
-
-def _oldest_open(promotions: list[Promotion]) -> dict[str, Promotion]:
-    """Each domain's oldest open promotion (``promotions`` come oldest first)."""
-    oldest: dict[str, Promotion] = {}
-    for promotion in promotions:
-        if promotion.is_open:
-            oldest.setdefault(promotion.domain_id, promotion)
-    return oldest
 
 
 class DomainMetricsCollector:
@@ -92,7 +58,7 @@ class DomainMetricsCollector:
         self.localai_url = self.services.localai_url
         self.postgres_dsn = self.services.postgres_dsn
         self.cache_seconds = cache_seconds
-        self._snapshots: dict[int, _Snapshot] = {}
+        self._snapshots: dict[int, Snapshot] = {}
         self._lock = threading.Lock()
 
     # --- reading ----------------------------------------------------------------------
@@ -109,13 +75,13 @@ class DomainMetricsCollector:
         return uri.rstrip("/") if uri.startswith(("http://", "https://")) else \
             "http://127.0.0.1:5000"
 
-    def snapshot(self, days: int | None = None) -> _Snapshot:
+    def snapshot(self, days: int | None = None) -> Snapshot:
         days = days or self.settings.metrics_time_window_days
         with self._lock:
             cached = self._snapshots.get(days)
             if cached and time.monotonic() - cached.taken < self.cache_seconds:
                 return cached
-            snapshot = self._take(days)
+            snapshot = take_snapshot(self.services, days)
             self._snapshots[days] = snapshot
             return snapshot
 
@@ -123,62 +89,8 @@ class DomainMetricsCollector:
         with self._lock:
             self._snapshots.clear()
 
-    def _take(self, days: int) -> _Snapshot:
-        snapshot = _Snapshot(taken=time.monotonic(), days=days)
-        since = utc_now() - timedelta(days=days)
-        experiments = [e.experiment_id for e in
-                       _paged(self.client.search_experiments, max_results=1000)]
-        if experiments:
-            runs = _paged(self.client.search_runs, experiment_ids=experiments, max_results=_PAGE,
-                          filter_string="tags.domain_id != '' AND attributes.start_time >= "
-                                        f"{int(since.timestamp() * 1000)}",
-                          order_by=["attributes.start_time ASC"])
-            for run in runs:
-                snapshot.runs.setdefault(run.data.tags["domain_id"], []).append(run)
-        pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
-        for version in _paged(self.client.search_model_versions, filter_string=pattern,
-                              max_results=10000):
-            if domain := domain_of(version.name):
-                snapshot.versions.setdefault(domain, []).append(version)
-        for model in _paged(self.client.search_registered_models, filter_string=pattern,
-                            max_results=1000):
-            domain = domain_of(model.name)
-            if domain:
-                snapshot.model_tags[domain] = dict(model.tags)
-            if domain and PRODUCTION_ALIAS in model.aliases:
-                snapshot.production[domain] = int(model.aliases[PRODUCTION_ALIAS])
-        self._read_store(snapshot, since)
-        return snapshot
-
-    def _read_store(self, snapshot: _Snapshot, since: datetime) -> None:
-        """Production configs, last actions, open promotions and serving telemetry, if a
-        config store exists and answers."""
-        from domain_mlflow.sinks.telemetry_store import TelemetryStore
-
-        try:
-            store, location = self._existing_store()
-            if store is None:
-                snapshot.store_note = (f"no config store yet at {location}: nothing has "
-                                       "been promoted")
-                return
-            try:
-                snapshot.configs = {c.domain_id: c for c in store.all_configs()}
-                snapshot.last_actions = store.last_actions()
-                snapshot.in_flight = _oldest_open(store.open_promotions())
-                snapshot.usage = TelemetryStore(store.database).usage(since)
-            finally:
-                store.close()
-        except DomainMlflowError as error:
-            snapshot.store_error = self.services.redact(str(error))
-
     def _existing_store(self) -> tuple[ConfigStore | None, str]:
-        """The config store opened read-only (None when there is none yet), and where it
-        is or would be."""
-        from domain_mlflow.sinks.config_store import ConfigStore
-
-        path = ConfigStore.embedded_path(self.settings)
-        location = self.services.redact(self.postgres_dsn) if self.postgres_dsn else str(path)
-        return ConfigStore.open_existing(self.postgres_dsn, path), location
+        return existing_store(self.services)
 
     def store_status(self, time_window_days: int | None = None) -> dict[str, str | None]:
         """``store_error`` (the config store did not answer) and ``store_note`` (there is
@@ -211,6 +123,8 @@ class DomainMetricsCollector:
             "versions": self._versions(snap, domain_id),
             "production": self._production(snap, domain_id),
             "in_flight": self._in_flight(snap, domain_id),
+            "deployments": rates(snap.promotions.get(domain_id, []),
+                                   snap.awaiting.get(domain_id, [])),
             "runs": [self._run(run) for run in runs],
             "store_error": snap.store_error,
             "store_note": snap.store_note,
@@ -233,6 +147,36 @@ class DomainMetricsCollector:
             "requests": usage["requests"],
             "error_rate": quality["error_rate"],
         }
+
+    def fleet_deployments(self, time_window_days: int | None = None,
+                          domain_ids: list[str] | None = None) -> dict[str, Any]:
+        """Gate hit rate, deployment success, time to live and approval lead time:
+        ``fleet`` (these domains' promotions pooled; default every domain), ``domains``
+        (each one's), and the ``awaiting_approval`` queue, oldest first."""
+        snap = self.snapshot(time_window_days)
+        ids = self.domain_ids(time_window_days) if domain_ids is None else domain_ids
+        queue = sorted((p for d in ids for p in snap.awaiting.get(d, [])), key=lambda p: p.id)
+        return {
+            "time_window_days": snap.days,
+            **fleet_figures(snap.promotions, snap.awaiting, ids),
+            "awaiting_approval": [self._awaiting(p) for p in queue],
+        }
+
+    def loss_curves(self, domain_id: str, time_window_days: int | None = None,
+                    limit: int = CURVE_RUNS) -> list[dict[str, Any]]:
+        """The ``training_loss`` and ``validation_loss`` steps of the domain's newest
+        ``limit`` training runs in the window (see :mod:`domain_mlflow.metrics.curves`)."""
+        snap = self.snapshot(time_window_days)
+        key = (domain_id, limit)
+        if key not in snap.curves:
+            snap.curves[key] = [
+                {**curve, "start_time": _from_millis(curve["start_time"])}
+                for curve in loss_curves(self.client, snap.runs.get(domain_id, []), limit)]
+        return snap.curves[key]
+
+    def version_url(self, domain_id: str, version: int) -> str:
+        """The version's page in the MLflow UI."""
+        return f"{self.ui_url()}/#/models/{registered_model_name(domain_id)}/versions/{version}"
 
     def thresholds(self, domain_id: str) -> dict[str, float]:
         """The gate's thresholds for the domain (environment + registered-model tags)."""
@@ -284,6 +228,7 @@ class DomainMetricsCollector:
             "time_window_days": self.settings.metrics_time_window_days,
             "domains": {domain: self.collect_domain_metrics(domain) for domain in ids},
             "comparison": self.get_domain_comparison(ids),
+            "deployments": self.fleet_deployments(domain_ids=ids),
         }
         path = Path(output_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,7 +251,7 @@ class DomainMetricsCollector:
         }
 
     @staticmethod
-    def _usage(snap: _Snapshot, domain_id: str) -> dict[str, Any]:
+    def _usage(snap: Snapshot, domain_id: str) -> dict[str, Any]:
         usage = snap.usage.get(domain_id)
         if not usage:
             return {"requests": 0, "requests_per_day": 0.0, "completion_tokens": 0,
@@ -320,7 +265,7 @@ class DomainMetricsCollector:
         }
 
     @staticmethod
-    def _quality(snap: _Snapshot, domain_id: str) -> dict[str, Any]:
+    def _quality(snap: Snapshot, domain_id: str) -> dict[str, Any]:
         usage = snap.usage.get(domain_id)
         if not usage:
             return {"error_rate": None, "errors": 0, "response_quality": None,
@@ -334,13 +279,14 @@ class DomainMetricsCollector:
         }
 
     @staticmethod
-    def _versions(snap: _Snapshot, domain_id: str) -> list[dict[str, Any]]:
+    def _versions(snap: Snapshot, domain_id: str) -> list[dict[str, Any]]:
         production = snap.production.get(domain_id)
         rows = []
         for version in sorted(snap.versions.get(domain_id, []), key=lambda v: int(v.version)):
             rows.append({
                 "version": int(version.version),
                 "model_version": version.tags.get("model_version"),
+                "semver": version.tags.get(SEMVER_TAG),
                 "training_run_id": version.tags.get("training_run_id"),
                 "stage": version.tags.get("stage"),
                 "validation_status": version.tags.get("validation_status"),
@@ -352,24 +298,40 @@ class DomainMetricsCollector:
         return rows
 
     @staticmethod
-    def _production(snap: _Snapshot, domain_id: str) -> dict[str, Any] | None:
+    def _production(snap: Snapshot, domain_id: str) -> dict[str, Any] | None:
         config = snap.configs.get(domain_id)
         last = snap.last_actions.get(domain_id)
         if config is None:
             version = snap.production.get(domain_id)
             return None if version is None else {"registry_version": version,
-                                                 "model_version": None, "since": None,
-                                                 "last_action": None}
+                                                 "model_version": None, "semver": None,
+                                                 "since": None, "last_action": None}
         return {
             "registry_version": config.registry_version,
             "model_version": config.model_version,
+            "semver": config.semver,
             "since": config.updated_at.isoformat(),
             "metrics": config.metrics,
             "last_action": last.as_dict() if last else None,
         }
 
+    def _awaiting(self, promotion: Promotion) -> dict[str, Any]:
+        """A version awaiting approval: what the gate saw, and how to approve it."""
+        decision = promotion.decision
+        return {
+            "domain_id": promotion.domain_id,
+            "registry_version": promotion.registry_version,
+            "model_version": promotion.model_version,
+            "semver": promotion.semver,
+            "awaiting_since": _iso(promotion.awaiting_since or promotion.updated_at),
+            "gate": decision.to_dict() if decision else None,
+            "approve_command": approve_command(promotion.domain_id,
+                                               promotion.registry_version),
+            "url": self.version_url(promotion.domain_id, promotion.registry_version),
+        }
+
     @staticmethod
-    def _in_flight(snap: _Snapshot, domain_id: str) -> dict[str, Any] | None:
+    def _in_flight(snap: Snapshot, domain_id: str) -> dict[str, Any] | None:
         """The domain's oldest open promotion: the version it moves to and the step it is
         at. Apart from ``production``, which is what the config row names."""
         promotion = snap.in_flight.get(domain_id)

@@ -1,6 +1,8 @@
 """The promotion state machine.
 
     pending ─gate─▶ approved ─▶ servable ─▶ config_written ─▶ redis_synced ─▶ localai_synced ─▶ done
+       │   └─ manual mode ─▶ awaiting_approval ─approve─▶ approved
+       │                            └─ reject, superseded, expired ─▶ rejected
        └──────────▶ rejected
 
 The new version is made servable first (LocalAI: merged model exported, versioned
@@ -25,7 +27,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -33,8 +35,10 @@ from mlflow.exceptions import MlflowException
 from domain_mlflow.exceptions import ConfigStoreError, DomainMlflowError, PromotionError
 from domain_mlflow.gate import GateDecision, decide
 from domain_mlflow.naming import registered_model_name, serving_name
+from domain_mlflow.promotion import awaiting
 from domain_mlflow.promotion.failpoints import env_failpoint
 from domain_mlflow.registry import DomainRegistry, version_metrics
+from domain_mlflow.semver import SEMVER_TAG
 from domain_mlflow.services import Services
 from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.config_store import (
@@ -44,6 +48,7 @@ from domain_mlflow.sinks.config_store import (
     Promotion,
     domain_lock_name,
 )
+from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.rows import Kind, State, Target, TargetStatus, initial_targets
 from domain_mlflow.sinks.targets import ServingTargets
 
@@ -132,6 +137,8 @@ class Promoter:
             "training_run_id": version.tags.get("training_run_id"),
             "targets": initial_targets(),
             "noted_in_registry": version.tags.get("promotion_status") == "pending",
+            "semver": version.tags.get(SEMVER_TAG),
+            "registered_at": registered_at(version),
         }
 
     # --- processing -------------------------------------------------------------------
@@ -176,7 +183,8 @@ class Promoter:
             # Each domain's oldest promotion; the domain's later ones wait for it.
             wave = self._run_wave([queue.pop(0) for queue in queues.values()], configs)
             finished += wave
-            stuck = {promotion.domain_id for promotion in wave if promotion.is_open}
+            # One awaiting a person does not hold up the domain's later versions.
+            stuck = {promotion.domain_id for promotion in wave if promotion.state.is_due}
             queues = {domain: queue for domain, queue in queues.items()
                       if queue and domain not in stuck}
         return finished
@@ -257,15 +265,23 @@ class Promoter:
         approvals: list[tuple[Promotion, State, dict[str, Any]]] = []
         refusals = []
         for promotion, decision in decided:
-            if promotion.kind is Kind.PROMOTE and decision is not None and not decision.passed:
+            gated = promotion.kind is Kind.PROMOTE and decision is not None
+            if gated and not decision.passed:
                 skipped = TargetStatus.SKIPPED.text("rejected by the gate")
                 refusals.append((promotion, decision, decision.summary(),
                                  {**promotion.targets, **dict.fromkeys(Target, skipped)}))
+            elif gated and self.registry.promotion_mode(promotion.domain_id) == "manual":
+                approvals.append((promotion, State.AWAITING_APPROVAL,
+                                  {"decision": decision, "awaiting_since": utc_now()}))
             else:
                 approvals.append((promotion, State.APPROVED,
                                   {"targets": dict(promotion.targets),
                                    **({"decision": decision} if decision else {})}))
         moved = self._advance(approvals)
+        waiting = [p for p in moved if p.state is State.AWAITING_APPROVAL]
+        if waiting:
+            moved = [p for p in moved if p.state is not State.AWAITING_APPROVAL]
+            moved += awaiting.review_requested(self, waiting)
         for rejected, (_, _, reason, _) in zip(
                 self.store.reject_many(refusals) if refusals else [], refusals, strict=True):
             self.targets.tag_decision(rejected.domain_id, rejected.registry_version,
@@ -298,7 +314,7 @@ class Promoter:
                     f"version {promotion.registry_version} of {promotion.domain_id} has no "
                     "model_version tag; register it with domain-mlflow train")
             return self.targets.make_servable(promotion.domain_id, promotion.model_version,
-                                              promotion.run_id)
+                                              promotion.run_id, promotion.semver)
 
         worked, failed = self._each(group, serve)
         return self._advance([(p, State.SERVABLE,
@@ -382,6 +398,12 @@ class Promoter:
             return self._each(live, point)
 
         return self._sync(group, configs, State.DONE, Target.REGISTRY, move)
+
+
+def registered_at(version: Any) -> datetime | None:
+    """When the registry created ``version`` (None when it does not say)."""
+    millis = getattr(version, "creation_timestamp", None)
+    return datetime.fromtimestamp(millis / 1000, UTC) if millis else None
 
 
 def _attempt(action: Callable[[], Any]) -> tuple[Any, BaseException | None]:

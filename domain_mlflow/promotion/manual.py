@@ -17,10 +17,11 @@ from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.trigger import promotion_result
 from domain_mlflow.redaction import redact
 from domain_mlflow.registry import PRODUCTION_ALIAS, production_version
-from domain_mlflow.sinks.rows import Kind
+from domain_mlflow.semver import SEMVER_TAG, parse_semver
+from domain_mlflow.sinks.rows import Kind, State
 
 
-def _registered_model(promoter: Promoter, domain_id: str) -> Any:
+def registered_model(promoter: Promoter, domain_id: str) -> Any:
     validate_domain_id(domain_id)
     model = promoter.registry.model(domain_id)
     if model is None:
@@ -41,16 +42,26 @@ def _move(promoter: Promoter, domain_id: str, version: int, kind: Kind, request_
 
 
 def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = False,
-            reason: str = "") -> dict[str, Any]:
+            reason: str = "", semver: str | None = None) -> dict[str, Any]:
     """Move production to ``version``: through the gate, or past it with ``force`` + reason.
+    In manual mode a version that passes the gate stops at ``awaiting_approval``.
+    ``semver`` replaces the version's semantic version first.
 
     One read of the registered model, one of the version, one hold of the domain's lock:
     first whatever the domain left unfinished, then this promotion."""
     if force and not reason.strip():
         raise PromotionError("--force needs --reason: say why the gate is overridden")
-    model = _registered_model(promoter, domain_id)
+    if semver is not None:
+        parse_semver(semver)
+    model = registered_model(promoter, domain_id)
     with promoter.domain_locked(domain_id):
         promoter.process_locked([domain_id])
+        if semver is not None:
+            set_semver(promoter, domain_id, version, semver)
+        waiting = [p for p in promoter.store.promotions_of_version(domain_id, version)
+                   if p.state is State.AWAITING_APPROVAL]
+        if waiting and not force:
+            return {**promotion_result(waiting[-1]), "changed": False}
         current = promoter.store.get_config(domain_id)
         alias = model.aliases.get(PRODUCTION_ALIAS)
         if current and current.registry_version == version and alias is not None \
@@ -63,10 +74,24 @@ def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = F
                      reason or f"promoted by hand to version {version}")
 
 
+def set_semver(promoter: Promoter, domain_id: str, version: int, semver: str) -> None:
+    """Give ``version`` the semantic version ``semver`` (refused when another version of
+    the domain has it): its tag, and its open promotions' record."""
+    taken = [v for v in promoter.client.search_model_versions(
+        f"name = '{registered_model_name(domain_id)}' AND tags.{SEMVER_TAG} = '{semver}'")
+        if int(v.version) != version]
+    if taken:
+        raise PromotionError(f"semver {semver} is already version {taken[0].version} of "
+                             f"{domain_id}")
+    promoter.registry.version(domain_id, version)  # an unknown version is refused here
+    promoter.targets.tag_review(domain_id, version, {SEMVER_TAG: semver})
+    promoter.store.set_semver(domain_id, version, semver)
+
+
 def rollback(promoter: Promoter, domain_id: str, to: int | None = None,
              reason: str = "") -> dict[str, Any]:
     """Move production back to ``to`` (default: the version production replaced)."""
-    _registered_model(promoter, domain_id)
+    registered_model(promoter, domain_id)
     with promoter.domain_locked(domain_id):
         promoter.process_locked([domain_id])
         current = promoter.store.get_config(domain_id)
@@ -99,6 +124,7 @@ def in_flight(promotion: Any, redact: Callable[[str], str] = redact) -> dict[str
     return {"registry_version": promotion.registry_version,
             "model_version": promotion.model_version, "kind": str(promotion.kind),
             "state": str(promotion.state),
+            "semver": promotion.semver,
             "error": redact(promotion.last_error) if promotion.last_error else None,
             "attempts": promotion.attempts, "promotion_id": promotion.id}
 
@@ -112,7 +138,7 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
         configs = store.get_configs([domain_id])
         open_promotions = store.open_promotions(domain_id)
         if not configs and not open_promotions:
-            _registered_model(promoter, domain_id)
+            registered_model(promoter, domain_id)
     else:
         configs = {c.domain_id: c for c in store.all_configs()}
         open_promotions = store.open_promotions()
@@ -127,6 +153,7 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "domain_id": domain,
             "model_version": config.model_version if config else None,
             "registry_version": config.registry_version if config else None,
+            "semver": config.semver if config else None,
             "previous_registry_version": config.previous_registry_version if config else None,
             "version_number": config.version_number if config else None,
             "updated_at": config.updated_at.isoformat() if config else None,

@@ -18,6 +18,7 @@ from typing import Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.notify import announce
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.telemetry_store import TelemetryStore
 
@@ -93,23 +94,8 @@ class Monitor:
         return f"rolled back to version {result['registry_version']}"
 
     def _publish(self, alert: dict[str, Any]) -> None:
-        redis = self.promoter.targets.redis
-        if redis is not None:
-            try:
-                redis.publish_alert(alert)
-            except DomainMlflowError as error:  # the alert is logged and recorded anyway
-                _log.error("could not publish the alert on Redis: %s", self.redact(str(error)))
-        if self.settings.alert_webhook_url:
-            import requests
-
-            for attempt in range(3):
-                try:
-                    requests.post(self.settings.alert_webhook_url, json=alert, timeout=5)
-                    break
-                except requests.RequestException as error:
-                    if attempt == 2:
-                        # requests' errors quote the URL, with any token in its query
-                        _log.error("could not POST the alert: %s", self.redact(str(error)))
+        announce(self.promoter.targets.redis, self.settings.alert_webhook_url, "alerts", alert,
+                 self.redact)
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()

@@ -3,7 +3,8 @@
 One cycle: one paginated registry search for every ``domain.*`` version and one of
 the registered models (their threshold tags), one config-store query for which
 versions are already decided, the due promotions (in batches of domains, each step
-one transaction per batch), then a second search of the registered models (their
+one transaction per batch), the ``approval`` tags set in the MLflow UI on versions
+awaiting approval (read from the first search), then a second search of the registered models (their
 aliases) and drift repair (the production alias, Redis keys, LocalAI serving
 names). A named lock (Postgres advisory lock, or a file lock beside SQLite) lets
 one poller run a cycle at a time; others skip it.
@@ -20,6 +21,7 @@ from typing import Any
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
 from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.review import apply_registry_reviews
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
 from domain_mlflow.sinks.config_store import domain_lock_name
 from domain_mlflow.sinks.rows import Kind, State
@@ -39,6 +41,7 @@ class PollReport:
     promoted: int = 0
     rejected: int = 0
     pending: int = 0
+    awaiting_approval: int = 0  # passed the gate in manual mode, waiting for a person
     repaired: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -93,6 +96,7 @@ class Poller:
                     for model in _paged(client.search_registered_models, filter_string=pattern)}
             self._request_new(versions, report)
             self._process_due(report, tags)
+            self._apply_reviews(versions, report)
             self._repair(pattern, versions, report)
         report.errors = [self.promoter.targets.redact(error) for error in report.errors]
         return report
@@ -140,15 +144,29 @@ class Poller:
                     report.processed += 1
                     report.promoted += promotion.state is State.DONE
                     report.rejected += promotion.state is State.REJECTED
-                    report.pending += promotion.is_open
+                    report.pending += promotion.state.is_due
+
+    def _apply_reviews(self, versions: list[Any], report: PollReport) -> None:
+        """Approvals set in the MLflow UI (the ``approval`` tag in this cycle's search),
+        and expiry; what still waits is counted."""
+        tags = {(domain_of(v.name), int(v.version)): v.tags for v in versions
+                if domain_of(v.name)}
+        try:
+            for result in apply_registry_reviews(self.promoter, version_tags=tags):
+                report.processed += 1
+                report.promoted += bool(result.get("deployed"))
+            report.awaiting_approval = len(self.promoter.store.awaiting_approval())
+        except Exception as error:  # the next cycle tries again
+            report.errors.append(_failure("approvals", error))
 
     def _repair(self, pattern: str, versions: list[Any], report: PollReport) -> None:
         store = self.promoter.store
         names = [domain_lock_name(config.domain_id) for config in store.all_configs()]
         # Under the domains' locks no promotion moves a config or an alias while they
-        # are compared; a domain another promoter holds is checked next cycle.
+        # are compared; a domain another promoter holds is checked next cycle. One
+        # awaiting a person changes nothing that serves: its domain is checked too.
         with store.lock_many(names) as held:
-            busy = {p.domain_id for p in store.open_promotions()}
+            busy = {p.domain_id for p in store.open_promotions() if p.state.is_due}
             configs = [c for c in store.all_configs()
                        if domain_lock_name(c.domain_id) in held and c.domain_id not in busy]
             self._repair_domains(pattern, configs, versions, report)
@@ -197,7 +215,8 @@ class Poller:
             if config.serving_name in listed and config.model_version in listed:
                 continue
             targets.serve(config.serving_name, config.domain_id, config.model_version,
-                          run_ids.get((config.domain_id, config.registry_version)), None)
+                          run_ids.get((config.domain_id, config.registry_version)), None,
+                          config.semver)
             report.repaired.append(f"{config.domain_id}: localai serving name")
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from domain_mlflow.exceptions import ConfigStoreError
 from domain_mlflow.gate import decide
-from domain_mlflow.naming import registered_model_name, validate_domain_id
+from domain_mlflow.naming import approve_command, registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.registry import version_metrics
 from domain_mlflow.services import Services
@@ -17,17 +17,27 @@ from domain_mlflow.sinks.rows import State
 from domain_mlflow.sinks.targets import ServingTargets
 
 
+def outcome_reason(promotion: Promotion) -> str:
+    """Why a promotion stands where it does, in one line."""
+    if promotion.state is State.DONE:
+        return f"version {promotion.registry_version} is in production"
+    if promotion.state is State.REJECTED:
+        if promotion.decision is not None and not promotion.decision.passed:
+            return promotion.decision.summary()
+        if promotion.approved_by:
+            return f"rejected by {promotion.approved_by}: {promotion.approval_reason}"
+        return promotion.approval_reason or "rejected"
+    if promotion.state is State.AWAITING_APPROVAL:
+        return ("passed the gate; awaiting approval: "
+                + approve_command(promotion.domain_id, promotion.registry_version))
+    return f"pending at {promotion.state}: {promotion.last_error or 'in progress'}"
+
+
 def promotion_result(promotion: Promotion) -> dict[str, Any]:
     """What callers see of a promotion: the seed's keys plus each target's status."""
-    if promotion.state is State.DONE:
-        reason = f"version {promotion.registry_version} is in production"
-    elif promotion.state is State.REJECTED:
-        reason = promotion.decision.summary() if promotion.decision else "rejected"
-    else:
-        reason = f"pending at {promotion.state}: {promotion.last_error or 'in progress'}"
     return {
         "deployed": promotion.state is State.DONE,
-        "reason": reason,
+        "reason": outcome_reason(promotion),
         "model_version": promotion.model_version,
         "registry_version": str(promotion.registry_version),
         "domain_id": promotion.domain_id,
@@ -37,6 +47,10 @@ def promotion_result(promotion: Promotion) -> dict[str, Any]:
         "targets": promotion.targets,
         "attempts": promotion.attempts,
         "last_error": promotion.last_error,
+        "semver": promotion.semver,
+        "approval": ({"by": promotion.approved_by, "at": promotion.approved_at.isoformat(),
+                      "reason": promotion.approval_reason}
+                     if promotion.approved_at else None),
     }
 
 
@@ -83,6 +97,27 @@ class AutoDeploymentTrigger:
         validate_domain_id(domain_id)
         return self.deploy(domain_id,
                            self.services.registry.version(domain_id, registry_version))
+
+    def approve(self, domain_id: str, version: int | str, *, by: str, reason: str = "",
+                semver: str | None = None) -> dict[str, Any]:
+        """Approve a version awaiting approval (manual mode) and carry its promotion out."""
+        from domain_mlflow.promotion.review import approve
+
+        return approve(self.promoter, domain_id, int(version), by=by, reason=reason,
+                       semver=semver)
+
+    def reject(self, domain_id: str, version: int | str, *, by: str,
+               reason: str) -> dict[str, Any]:
+        """Reject a version awaiting approval; it is never deployed (unless forced)."""
+        from domain_mlflow.promotion.review import reject
+
+        return reject(self.promoter, domain_id, int(version), by=by, reason=reason)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """What waits for approval, oldest first."""
+        from domain_mlflow.promotion.review import pending
+
+        return pending(self.promoter)
 
     def check_and_deploy(self, domain_id: str, training_run_id: str,
                          metrics: Mapping[str, Any] | None = None,

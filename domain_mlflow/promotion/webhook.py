@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain_mlflow.exceptions import ConfigError, DomainMlflowError
 from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.review import APPROVAL_TAG, apply_registry_reviews
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
 from domain_mlflow.sinks.rows import Kind
 
@@ -202,6 +203,13 @@ class WebhookReceiver:
         if event not in EVENTS or domain is None:
             return {"status": "ignored", "event": event}
         version = _version_of(data)
+        if event == "model_version_tag.set" and data.get("key") == APPROVAL_TAG:
+            if str(data.get("value", "")).strip().lower() not in ("approved", "rejected"):
+                return {"status": "ignored", "event": event, "reason": "not a decision"}
+            # Carried out by the worker: it reads the tag back from the registry first.
+            self._queue(domain)
+            return {"status": "accepted", "event": event, "domain_id": domain,
+                    "registry_version": version, "review": data.get("value")}
         if event != "model_version_alias.created" and (
             data.get("key") in OUR_TAGS
             or (domain, version) in self.promoter.store.versions_with_promotions([domain])
@@ -244,6 +252,7 @@ class WebhookReceiver:
                 # Before processing: a promotion recorded meanwhile queues the domain again.
                 self._pending.discard(domain)
             try:
+                apply_registry_reviews(self.promoter, [domain])
                 self.promoter.process_domain(domain)
             except DomainMlflowError as error:
                 _log.error("webhook promotion of %s failed: %s", domain, error)

@@ -19,6 +19,7 @@ from typing import Any
 from domain_mlflow.exceptions import PromotionError
 from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
 from domain_mlflow.sinks.migrations import apply_migrations
+from domain_mlflow.sinks.promotion_reads import PromotionReads
 from domain_mlflow.sinks.rows import (
     OPEN_STATES,
     DomainConfig,
@@ -46,7 +47,7 @@ class ConfigWrite:
     targets: dict[str, str]
 
 
-class ConfigStore:
+class ConfigStore(PromotionReads):
     """Reads and writes of the config store; every method is one transaction."""
 
     def __init__(self, database: Database) -> None:
@@ -142,7 +143,8 @@ class ConfigStore:
         with self.database.transaction() as tx:
             rows = tx.execute(
                 "SELECT h.* FROM domain_config_history h JOIN (SELECT domain_id, MAX(id) AS id "
-                "FROM domain_config_history WHERE action <> 'reject' GROUP BY domain_id) m "
+                "FROM domain_config_history WHERE action NOT IN ('reject', 'approve') "
+                "GROUP BY domain_id) m "
                 "ON h.id = m.id"
             )
         return {row["domain_id"]: history_from_row(row) for row in rows}
@@ -154,7 +156,8 @@ class ConfigStore:
 
         Keywords: ``request_key``, ``domain_id``, ``registry_version``, ``kind``,
         ``actor``, ``reason``, ``metrics``, ``model_version``, ``model_uri``, ``run_id``,
-        ``targets`` and optionally ``training_run_id``."""
+        ``targets`` and optionally ``training_run_id``, ``noted_in_registry``, ``semver``,
+        ``registered_at``."""
         return self.create_promotions([request])[0]
 
     def create_promotions(self, requests: list[dict[str, Any]]) -> list[tuple[Promotion, bool]]:
@@ -167,85 +170,31 @@ class ConfigStore:
                     "INSERT INTO promotions (request_key, domain_id, registry_version, kind, "
                     "state, model_version, model_uri, run_id, training_run_id, metrics, actor, "
                     "reason, targets, attempts, next_attempt_at, created_at, updated_at, "
-                    "noted_in_registry) VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, "
-                    "%s, %s, %s, 0, %s, %s, %s, %s) "
+                    "noted_in_registry, semver, registered_at) VALUES (%s, %s, %s, %s, "
+                    "'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (request_key) DO NOTHING RETURNING *",
                     (r["request_key"], r["domain_id"], r["registry_version"], str(r["kind"]),
                      r["model_version"], r["model_uri"], r["run_id"], r.get("training_run_id"),
                      json.dumps(r["metrics"]), r["actor"], r["reason"],
                      json.dumps(r["targets"]), now, now, now,
-                     int(bool(r.get("noted_in_registry")))),
+                     int(bool(r.get("noted_in_registry"))), r.get("semver"),
+                     r.get("registered_at")),
                 )
                 rows = inserted or tx.execute("SELECT * FROM promotions WHERE request_key = %s",
                                               (r["request_key"],))
                 results.append((promotion_from_row(rows[0]), bool(inserted)))
         return results
 
-    def get_promotion(self, promotion_id: int) -> Promotion:
-        with self.database.transaction() as tx:
-            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion_id,))
-        return promotion_from_row(rows[0])
-
-    def open_promotions(self, domain_id: str | None = None, due_only: bool = False
-                        ) -> list[Promotion]:
-        """Unfinished promotions, oldest first (optionally one domain, optionally due now)."""
-        if domain_id is not None:
-            return self.open_promotions_of([domain_id], due_only)
-        return self._open_promotions("", [], due_only)
-
-    def open_promotions_of(self, domain_ids: list[str], due_only: bool = False
-                           ) -> list[Promotion]:
-        """Unfinished promotions of these domains, oldest first."""
-        found: list[Promotion] = []
-        for chunk in chunks(domain_ids):
-            marks = ", ".join(["%s"] * len(chunk))
-            found += self._open_promotions(f" AND domain_id IN ({marks})", chunk, due_only)
-        return sorted(found, key=lambda promotion: promotion.id)
-
-    def _open_promotions(self, where: str, params: list[Any], due_only: bool
-                         ) -> list[Promotion]:
+    def set_semver(self, domain_id: str, registry_version: int, semver: str) -> None:
+        """Record a version's new semantic version on its open promotions (and on the
+        domain's config when that names the version)."""
         marks = ", ".join(["%s"] * len(OPEN_STATES))
-        sql = f"SELECT * FROM promotions WHERE state IN ({marks})" + where
-        params = [*map(str, OPEN_STATES), *params]
-        if due_only:
-            sql += " AND next_attempt_at <= %s"
-            params.append(utc_now())
         with self.database.transaction() as tx:
-            rows = tx.execute(sql + " ORDER BY id", params)
-        return [promotion_from_row(row) for row in rows]
-
-    def versions_with_promotions(self, domain_ids: list[str]) -> set[tuple[str, int]]:
-        """(domain, version) pairs that have any promotion record, for these domains."""
-        found: set[tuple[str, int]] = set()
-        with self.database.transaction() as tx:
-            for chunk in chunks(domain_ids):
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = tx.execute(
-                    "SELECT DISTINCT domain_id, registry_version FROM promotions "
-                    f"WHERE domain_id IN ({marks})", chunk,
-                )
-                found.update((row["domain_id"], int(row["registry_version"])) for row in rows)
-        return found
-
-    def known_request_keys(self, keys: list[str]) -> set[str]:
-        """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
-        found: set[str] = set()
-        with self.database.transaction() as tx:
-            for chunk in chunks(keys):
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = tx.execute(
-                    f"SELECT request_key FROM promotions WHERE request_key IN ({marks})", chunk
-                )
-                found.update(row["request_key"] for row in rows)
-        return found
-
-    def latest_promotions(self, domain_id: str, limit: int = 20) -> list[Promotion]:
-        with self.database.transaction() as tx:
-            rows = tx.execute(
-                "SELECT * FROM promotions WHERE domain_id = %s ORDER BY id DESC LIMIT %s",
-                (domain_id, limit),
-            )
-        return [promotion_from_row(row) for row in rows]
+            tx.execute(f"UPDATE promotions SET semver = %s WHERE domain_id = %s AND "
+                       f"registry_version = %s AND state IN ({marks})",
+                       (semver, domain_id, registry_version, *map(str, OPEN_STATES)))
+            tx.execute("UPDATE domain_configs SET semver = %s WHERE domain_id = %s AND "
+                       "registry_version = %s", (semver, domain_id, registry_version))
 
     def advance(self, promotion: Promotion, to_state: str, **changes: Any) -> Promotion:
         """Move ``promotion`` from its current state to ``to_state`` (compare-and-set)."""
@@ -325,6 +274,26 @@ class ConfigStore:
                                        {"decision": decision, "targets": targets})
                                       for promotion, decision, _, targets in refusals])
 
+    def record_review(self, promotion: Promotion, *, approved: bool, by: str | None,
+                      reason: str, semver: str | None = None,
+                      targets: dict[str, str] | None = None) -> Promotion:
+        """The decision on a version awaiting approval: the state (``approved`` or
+        ``rejected``), who (``by``; None when it was closed for a reason of its own:
+        superseded, expired), when and why, and its history row (``approve`` or
+        ``reject``), in one transaction."""
+        changes: dict[str, Any] = {"approved_by": by, "approved_at": utc_now(),
+                                   "approval_reason": reason}
+        if semver:
+            changes["semver"] = semver
+        if targets is not None:
+            changes["targets"] = targets
+        with self.database.transaction() as tx:
+            moved = self._advance(tx, [(promotion, "approved" if approved else "rejected",
+                                        changes)])[0]
+            self._history(tx, [(moved, "approve" if approved else "reject", reason, None, None)],
+                          actor=by)
+        return moved
+
     def write_config(self, promotion: Promotion, *, action: str, registered_model: str,
                      serving_name: str, targets: dict[str, str]
                      ) -> tuple[Promotion, DomainConfig]:
@@ -353,7 +322,7 @@ class ConfigStore:
                                 write.registered_model, promotion.registry_version, previous,
                                 promotion.model_uri, write.serving_name,
                                 promotion.training_run_id, json.dumps(promotion.metrics),
-                                number, now))
+                                number, now, promotion.semver))
                 history.append((promotion, write.action, promotion.reason, previous, number))
             if upserts:
                 tx.execute_many(UPSERT_CONFIG, upserts)
@@ -373,17 +342,20 @@ class ConfigStore:
         return found
 
     def _history(self, tx: Transaction,
-                 entries: list[tuple[Promotion, str, str, int | None, int | None]]) -> None:
-        """History rows: (promotion, action, reason, previous version, version_number)."""
+                 entries: list[tuple[Promotion, str, str, int | None, int | None]],
+                 actor: str | None = None) -> None:
+        """History rows: (promotion, action, reason, previous version, version_number);
+        the actor is the promotion's unless ``actor`` is given."""
         now = utc_now()
         tx.execute_many(
             "INSERT INTO domain_config_history (domain_id, action, registry_version, "
             "model_version, previous_registry_version, version_number, actor, reason, metrics, "
-            "promotion_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "promotion_id, created_at, semver) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (promotion_id, action) DO NOTHING",
             [(promotion.domain_id, action, promotion.registry_version, promotion.model_version,
-              previous, number, promotion.actor, reason, json.dumps(promotion.metrics),
-              promotion.id, now)
+              previous, number, actor or promotion.actor, reason, json.dumps(promotion.metrics),
+              promotion.id, now, promotion.semver)
              for promotion, action, reason, previous, number in entries],
         )
 

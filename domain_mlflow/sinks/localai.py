@@ -217,9 +217,14 @@ class LocalAISink:
 
     @staticmethod
     def versioned_config(domain_id: str, model_version: str,
-                         completion_template: str = PROMPT_TEMPLATE_GO) -> dict[str, Any]:
+                         completion_template: str = PROMPT_TEMPLATE_GO,
+                         semver: str | None = None) -> dict[str, Any]:
+        """The config that serves one version under its own name; ``description`` (a
+        field of LocalAI's ModelConfig, core/config/model_config.go) names its semver."""
         return {
             "name": model_version,
+            "description": (f"{domain_id} {semver} ({model_version})" if semver
+                            else f"{domain_id} ({model_version})"),
             "backend": "transformers",
             "type": "AutoModelForCausalLM",
             "parameters": {"model": f"{domain_id}/{model_version}", "temperature": 0},
@@ -248,10 +253,12 @@ class LocalAISink:
         weights = cls.weights_of(config)
         return weights.split("/", 1)[0] if "/" in weights else None
 
-    def serve_version(self, domain_id: str, model_version: str) -> None:
+    def serve_version(self, domain_id: str, model_version: str,
+                      semver: str | None = None) -> None:
         """Configure the version under its own name and confirm LocalAI lists it."""
         self.client.import_config(self.versioned_config(
-            domain_id, model_version, self.completion_template(domain_id, model_version)))
+            domain_id, model_version, self.completion_template(domain_id, model_version),
+            semver))
         if model_version not in self.client.model_names():
             raise SinkError(f"LocalAI does not list {model_version!r} after importing it")
 

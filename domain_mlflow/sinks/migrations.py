@@ -104,6 +104,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (3, "promotions remember whether the version carries our pending tag", [
         "ALTER TABLE promotions ADD COLUMN noted_in_registry INTEGER NOT NULL DEFAULT 0",
     ]),
+    (4, "manual review, semantic versions, registration times", [
+        "ALTER TABLE promotions ADD COLUMN semver TEXT",
+        "ALTER TABLE promotions ADD COLUMN registered_at {ts}",
+        "ALTER TABLE promotions ADD COLUMN awaiting_since {ts}",
+        "ALTER TABLE promotions ADD COLUMN approved_by TEXT",
+        "ALTER TABLE promotions ADD COLUMN approved_at {ts}",
+        "ALTER TABLE promotions ADD COLUMN approval_reason TEXT",
+        "ALTER TABLE domain_configs ADD COLUMN semver TEXT",
+        "ALTER TABLE domain_config_history ADD COLUMN semver TEXT",
+        "CREATE INDEX promotions_created ON promotions (created_at)",
+    ]),
 ]
 
 

@@ -66,10 +66,15 @@ class RedisSink:
                 else f"write of {len(changes)} serving keys")
         self._call(what, write)
 
+    def publish_event(self, channel: str, event: dict[str, Any]) -> None:
+        """PUBLISH ``event`` as JSON on ``{prefix}:{channel}`` (``alerts``, ``approvals``)."""
+        message = json.dumps(event, sort_keys=True, default=str)
+        self._call(f"{channel} publish",
+                   lambda c: c.publish(f"{self.prefix}:{channel}", message))
+
     def publish_alert(self, alert: dict[str, Any]) -> None:
         """PUBLISH an alert on ``{prefix}:alerts``."""
-        message = json.dumps(alert, sort_keys=True, default=str)
-        self._call("alert publish", lambda c: c.publish(f"{self.prefix}:alerts", message))
+        self.publish_event("alerts", alert)
 
     def get(self, domain_id: str) -> dict[str, Any] | None:
         raw = self._call(f"read of {self.key(domain_id)}", lambda c: c.get(self.key(domain_id)))

@@ -21,20 +21,28 @@ class State(StrEnum):
     flip one by one: config store, Redis, LocalAI's stable name, registry alias."""
 
     PENDING = "pending"  # requested, not yet gated
-    APPROVED = "approved"  # passed the gate (or skips it: force, rollback)
+    # passed the gate in manual mode: waits for a person's approval; nothing is synced
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"  # passed the gate (or skips it: force, rollback) and may deploy
     SERVABLE = "servable"  # LocalAI serves the version under its versioned name
     CONFIG_WRITTEN = "config_written"  # domain_configs names it
     REDIS_SYNCED = "redis_synced"  # the Redis key names it (and was published)
     LOCALAI_SYNCED = "localai_synced"  # LocalAI's stable name points at it
     DONE = "done"  # the registry alias ``production`` names it
-    REJECTED = "rejected"  # refused by the gate
+    REJECTED = "rejected"  # refused: by the gate, by a reviewer, superseded or expired
 
     @property
     def is_open(self) -> bool:
         return self not in (State.DONE, State.REJECTED)
 
+    @property
+    def is_due(self) -> bool:
+        """Whether the promoter carries it on by itself (a person decides an awaiting one)."""
+        return self.is_open and self is not State.AWAITING_APPROVAL
+
 
 OPEN_STATES = tuple(state for state in State if state.is_open)
+DUE_STATES = tuple(state for state in State if state.is_due)
 TERMINAL_STATES = (State.DONE, State.REJECTED)
 
 
@@ -93,6 +101,7 @@ class DomainConfig:
     updated_at: datetime
     previous_registry_version: int | None = None
     training_run_id: str | None = None
+    semver: str | None = None
 
     def serving_payload(self) -> dict[str, Any]:
         """What Redis holds for the domain: the serving config as JSON-ready values."""
@@ -105,6 +114,7 @@ class DomainConfig:
             "serving_name": self.serving_name,
             "metrics": self.metrics,
             "version_number": self.version_number,
+            "semver": self.semver,
             "updated_at": self.updated_at.isoformat(),
         }
 
@@ -133,6 +143,12 @@ class Promotion:
     last_error: str | None = None
     # The version carries our promotion_status=pending tag, which success must overwrite.
     noted_in_registry: bool = False
+    semver: str | None = None
+    registered_at: datetime | None = None  # the registry version's creation time
+    awaiting_since: datetime | None = None  # entered awaiting_approval (manual mode)
+    approved_by: str | None = None  # who approved or rejected it by hand
+    approved_at: datetime | None = None
+    approval_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.kind = Kind(self.kind)
@@ -157,6 +173,7 @@ class HistoryEntry:
     version_number: int | None = None
     promotion_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    semver: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
@@ -186,6 +203,7 @@ def config_from_row(row: dict[str, Any]) -> DomainConfig:
         updated_at=to_datetime(row["updated_at"]),
         previous_registry_version=row["previous_registry_version"],
         training_run_id=row["training_run_id"],
+        semver=row.get("semver"),
     )
 
 
@@ -212,7 +230,17 @@ def promotion_from_row(row: dict[str, Any]) -> Promotion:
         decision=GateDecision.from_dict(json.loads(row["decision"])) if row["decision"] else None,
         last_error=row["last_error"],
         noted_in_registry=bool(row.get("noted_in_registry")),
+        semver=row.get("semver"),
+        registered_at=_maybe_datetime(row.get("registered_at")),
+        awaiting_since=_maybe_datetime(row.get("awaiting_since")),
+        approved_by=row.get("approved_by"),
+        approved_at=_maybe_datetime(row.get("approved_at")),
+        approval_reason=row.get("approval_reason"),
     )
+
+
+def _maybe_datetime(value: Any) -> datetime | None:
+    return None if value is None else to_datetime(value)
 
 
 def history_from_row(row: dict[str, Any]) -> HistoryEntry:
@@ -229,4 +257,5 @@ def history_from_row(row: dict[str, Any]) -> HistoryEntry:
         version_number=row["version_number"],
         promotion_id=row["promotion_id"],
         metrics=json.loads(row["metrics"]),
+        semver=row.get("semver"),
     )

@@ -25,12 +25,13 @@ JSON_COLUMNS = ("decision", "targets", "metrics")
 UPSERT_CONFIG = (
     "INSERT INTO domain_configs (domain_id, model_version, registered_model, registry_version, "
     "previous_registry_version, model_uri, serving_name, training_run_id, metrics, "
-    "version_number, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "version_number, updated_at, semver) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (domain_id) DO UPDATE SET model_version = excluded.model_version, "
     "registered_model = excluded.registered_model, "
     "registry_version = excluded.registry_version, "
     "previous_registry_version = excluded.previous_registry_version, "
     "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
     "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
-    "version_number = excluded.version_number, updated_at = excluded.updated_at"
+    "version_number = excluded.version_number, updated_at = excluded.updated_at, "
+    "semver = excluded.semver"
 )

@@ -51,7 +51,8 @@ class ServingTargets:
 
     # --- LocalAI ------------------------------------------------------------------
 
-    def make_servable(self, domain_id: str, model_version: str, run_id: str | None) -> str:
+    def make_servable(self, domain_id: str, model_version: str, run_id: str | None,
+                      semver: str | None = None) -> str:
         """Export the version's merged model and serve it under its versioned name,
         confirmed by ``GET /v1/models``; no pointer names it yet."""
         if self.localai is None:
@@ -60,7 +61,7 @@ class ServingTargets:
             raise PromotionError(f"{model_version} has no training run to export from")
         self.localai.export(domain_id, model_version,
                             merged_model_fetcher(run_id, self.registry.client.tracking_uri))
-        self.localai.serve_version(domain_id, model_version)
+        self.localai.serve_version(domain_id, model_version, semver)
         self._reached("localai-imported")
         return DONE
 
@@ -74,9 +75,9 @@ class ServingTargets:
         return DONE
 
     def serve(self, serving_name: str, domain_id: str, model_version: str, run_id: str | None,
-              replaced_version: str | None) -> str:
+              replaced_version: str | None, semver: str | None = None) -> str:
         """:meth:`make_servable`, then :meth:`point_serving_name` (repair, the plugin)."""
-        status = self.make_servable(domain_id, model_version, run_id)
+        status = self.make_servable(domain_id, model_version, run_id, semver)
         if status != DONE:
             return status
         return self.point_serving_name(serving_name, model_version, replaced_version)
@@ -121,6 +122,16 @@ class ServingTargets:
                               "promotion_reason": self.redact(reason)[:500]})
         except Exception as error:  # the tag only mirrors what is recorded
             _log.warning("could not tag %s v%s as %s: %s", domain_id, version, status,
+                         self.redact(str(error)))
+
+    def tag_review(self, domain_id: str, version: int, tags: dict[str, str]) -> None:
+        """Mirror a review (``approval`` = pending, approved, rejected, closed; who, why) on
+        the version; best effort, the config store already holds it."""
+        try:
+            set_version_tags(self.registry.client, domain_id, version,
+                             {key: self.redact(value)[:500] for key, value in tags.items()})
+        except Exception as error:  # the tag only mirrors what is recorded
+            _log.warning("could not tag the review of %s v%s: %s", domain_id, version,
                          self.redact(str(error)))
 
     def note_pending(self, domain_id: str, version: int | str, error: str) -> bool:

@@ -367,6 +367,7 @@ class TrainingRun:
             extra={
                 "fine_tune": str(self.config.fine_tune).lower(),
                 "base_model": self.redact(self.config.base_model),
+                "base_model_digest": self.prepared.base.digest or "none",
                 "data_digest": self.prepared.data.digest,
             },
         )
@@ -383,6 +384,7 @@ class TrainingRun:
             "registered_model": version.name,
             "registry_version": str(version.version),
             "model_version": version_string,
+            "semver": version.tags.get("semver"),
             "model_uri": f"models:/{version.name}/{version.version}",
             "logged_model_uri": info.model_uri,
         }

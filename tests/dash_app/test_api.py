@@ -12,6 +12,7 @@ from dash_app.app import create_app
 from domain_mlflow.metrics.collector import DomainMetricsCollector
 from domain_mlflow.settings import load_settings
 from domain_mlflow.sinks.config_store import ConfigStore
+from tests.fleet_helpers import EXPECTED, counts, seed_fleet
 from tests.helpers import open_promotion
 from tests.promotion_helpers import make_promoter, register_domain_version
 
@@ -245,14 +246,6 @@ def test_an_empty_postgres_schema_is_no_store_yet_and_stays_unmigrated(seeded, p
     assert (migrations, tables) == (None, 0)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_backend(request, monkeypatch):
-    """The config store the environment names: the SQLite file, or a fresh Postgres schema."""
-    if request.param == "postgres":
-        monkeypatch.setenv("POSTGRES_DSN", request.getfixturevalue("postgres_dsn"))
-    return request.param
-
-
 def test_an_open_promotion_is_in_flight_while_production_stays_the_config_row(
         seeded, store_backend):
     serving = register_domain_version("sql-agent")
@@ -284,3 +277,19 @@ def test_an_open_promotion_is_in_flight_while_production_stays_the_config_row(
     detail = client.get("/api/metrics?domain_id=sql-agent").get_json()
     assert (detail["in_flight"], detail["production"]["registry_version"]) == \
         (in_flight, config.registry_version)
+
+
+def test_metrics_carry_the_fleet_rates_and_the_approval_queue(store_backend):
+    seed_fleet()
+    client = create_app(DomainMetricsCollector(cache_seconds=0)).server.test_client()
+    deployments = client.get("/api/metrics").get_json()["deployments"]
+    assert counts(deployments["fleet"]) == EXPECTED["fleet"]
+    assert {domain: counts(figures) for domain, figures in deployments["domains"].items()} == \
+        {domain: EXPECTED[domain] for domain in ("alpha", "beta", "gamma")}
+    assert [(e["domain_id"], e["registry_version"], e["approve_command"])
+            for e in deployments["awaiting_approval"]] == [
+        ("beta", 3, "domain-mlflow approve beta --version 3 --by NAME")]
+    detail = client.get("/api/metrics?domain_id=alpha").get_json()
+    assert counts(detail["deployments"]) == EXPECTED["alpha"]
+    rolled_back_to = detail["versions"][0]  # alpha's production is v1 again
+    assert detail["production"]["semver"] == rolled_back_to["semver"] is not None

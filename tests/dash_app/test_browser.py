@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium: cards, a domain's chart, rankings and comparison.
+"""The dashboard in headless Chromium: cards, a domain's charts, rankings, comparison
+and the fleet's rates.
 
 Screenshots go to ``tests/output/`` (git-ignored; CI keeps them as artifacts).
 """
@@ -10,6 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -18,6 +20,7 @@ from werkzeug.serving import make_server
 
 from dash_app.app import create_app
 from domain_mlflow.metrics.collector import DomainMetricsCollector
+from tests.fleet_helpers import seed_fleet
 from tests.helpers import open_promotion
 from tests.promotion_helpers import make_promoter, register_domain_version
 
@@ -86,17 +89,25 @@ def seed_domains() -> None:
             time.sleep(0.005)  # distinct start times: "newest" must be unambiguous
 
 
+@contextmanager
+def serving(collector: DomainMetricsCollector) -> Iterator[str]:
+    """The dashboard over ``collector`` on a free loopback port, for the block."""
+    server = make_server("127.0.0.1", 0, create_app(collector).server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def dashboard_url() -> Iterator[str]:
     """The dashboard on a free loopback port, over this test's own MLflow store."""
     seed_domains()
-    app = create_app(DomainMetricsCollector(cache_seconds=0))
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(DomainMetricsCollector(cache_seconds=0)) as url:
+        yield url
 
 
 def wait_for(driver, selector: str, count: int = 1) -> list:
@@ -202,12 +213,8 @@ def test_sixty_domains_logged_straight_through_mlflow_each_get_a_card(browser):
         with mlflow.start_run():
             mlflow.set_tag("domain_id", domain_id)
             mlflow.log_metrics({"accuracy": expected[domain_id], "latency_ms": 20.0})
-    app = create_app(DomainMetricsCollector())
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        browser.get(f"http://127.0.0.1:{server.server_port}/")
+    with serving(DomainMetricsCollector()) as url:
+        browser.get(f"{url}/")
         cards = wait_for(browser, ".domain-card", count=60)
         texts = {card.get_attribute("data-domain"): card.text for card in cards}
         assert sorted(texts) == sorted(expected)
@@ -218,6 +225,100 @@ def test_sixty_domains_logged_straight_through_mlflow_each_get_a_card(browser):
         assert notice.text.endswith(": nothing has been promoted")
         assert "store-error" not in notice.get_attribute("class")
         screenshot(browser, "dashboard-sixty-domains.png")
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+
+
+CURVE_STEPS = {"training_loss": [2.1, 1.7, 1.2, 0.9, 0.7, 0.55, 0.5],
+               "validation_loss": [2.0, 1.1, 0.8]}
+
+
+def log_training_run(domain_id: str) -> None:
+    """A training run as training logs one: its tags, and a loss value per step."""
+    with mlflow.start_run():
+        mlflow.set_tags({"domain_id": domain_id, "training_run_id": f"{domain_id}_20260301_120000"})
+        for metric, values in CURVE_STEPS.items():
+            for step, value in enumerate(values):
+                mlflow.log_metric(metric, value, step=step * 10)
+
+
+@pytest.fixture
+def fleet_url() -> Iterator[tuple[str, object]]:
+    """The dashboard over tests/fleet_helpers.py's fleet and one training run of "curves"."""
+    fleet = seed_fleet()
+    log_training_run("curves")
+    with serving(DomainMetricsCollector(cache_seconds=0)) as url:
+        yield url, fleet
+
+
+def _cell(row, column: str) -> str:
+    return row.find_element("css selector", f'td[data-dash-column="{column}"]').text
+
+
+def test_fleet_page_shows_each_domains_rates_the_time_to_live_and_the_approval_queue(
+        browser, fleet_url):
+    url, fleet = fleet_url
+    browser.get(f"{url}/fleet")
+    rows = wait_for(browser, "#fleet-table tbody tr", count=5)[1:]  # row 0: the headers
+    shown = {_cell(row, "domain"): row for row in rows}
+    assert sorted(shown) == ["alpha", "beta", "curves", "gamma"]
+    assert [_cell(shown["alpha"], c) for c in ("gate_hit_rate", "passed", "decided",
+                                               "failing_thresholds", "success_rate",
+                                               "started")] == \
+        ["67%", "2", "3", "accuracy 1, training_loss 1", "100%", "3"]
+    assert [_cell(shown["beta"], c) for c in ("gate_hit_rate", "success_rate",
+                                              "reached_all_targets", "started", "retries",
+                                              "awaiting_now")] == \
+        ["100%", "33%", "1", "3", "1", "1"]
+    assert float(_cell(shown["beta"], "live_median_min")) == pytest.approx(120, abs=2)
+    assert float(_cell(shown["beta"], "approval_median_min")) == pytest.approx(30, abs=2)
+    assert [_cell(shown["gamma"], c) for c in ("gate_hit_rate", "decided", "success_rate")] \
+        == ["—", "0", "—"]
+    assert "gate hit rate 86% (6 of 7 decided passed); failing: accuracy 1, training_loss 1" \
+        in browser.find_element("css selector", "#fleet-rates").text
+    assert "active" in browser.find_element("css selector", "#nav-fleet").get_attribute("class")
+
+    # Every version that went live is a point: alpha's three and beta's one.
+    assert len(wait_for(browser, "#time-to-live-chart .boxlayer .points path.point",
+                        count=4)) == 4
+
+    [queued] = wait_for(browser, ".approval-queue tbody tr")
+    waiting = fleet.beta[2]
+    text = queued.text
+    assert text.startswith(f"beta v3 · {waiting.tags['model_version']} "
+                           f"{waiting.tags['semver']} ")
+    assert "accuracy 0.93 >= minimum 0.85" in text
+    assert "domain-mlflow approve beta --version 3 --by NAME" in text
+    link = queued.find_element("css selector", "a.version-link")
+    assert link.get_attribute("href").endswith("/#/models/domain.beta/versions/3")
+    screenshot(browser, "dashboard-fleet.png")
+
+    # Sorted by deployment success, lowest first: beta (33%) comes before alpha (100%).
+    browser.find_element("css selector",
+                         'th[data-dash-column="success_rate"] .column-header--sort').click()
+    order = [_cell(row, "domain") for row in
+             browser.find_elements("css selector", "#fleet-table tbody tr")[1:]]
+    assert order.index("beta") < order.index("alpha")
+
+
+def test_domain_page_draws_each_logged_loss_step_and_the_production_semver(
+        browser, fleet_url):
+    url, fleet = fleet_url
+    browser.get(f"{url}/domain/curves")
+    panels = {"training_loss": "g.subplot.xy", "validation_loss": "g.subplot.x2y2"}
+    for metric, panel in panels.items():
+        points = wait_for(browser, f"#loss-chart {panel} .scatterlayer .trace .points path.point",
+                          count=len(CURVE_STEPS[metric]))
+        assert len(points) == len(CURVE_STEPS[metric]), metric
+    traces = browser.execute_script(
+        "return document.querySelector('#loss-chart .js-plotly-plot').data"
+        ".map(t => [t.meta, t.name, t.y]);")
+    assert traces == [[metric, "curves_20260301_120000", values]
+                      for metric, values in CURVE_STEPS.items()]
+    browser.execute_script("document.getElementById('loss-chart').scrollIntoView();")
+    time.sleep(0.5)  # let Plotly finish its transitions before the picture
+    screenshot(browser, "dashboard-loss-curves.png")
+
+    browser.get(f"{url}/domain/alpha")
+    production = fleet.alpha[0]  # rolled back to v1
+    facts = wait_for(browser, ".domain-facts")[0].text
+    assert f"production {production.tags['model_version']} ({production.tags['semver']})" \
+        in facts

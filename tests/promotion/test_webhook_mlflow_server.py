@@ -32,23 +32,25 @@ def server_url(tmp_path, monkeypatch):
         yield url
 
 
+def _register_webhook(receiver_url: str) -> subprocess.CompletedProcess[str]:
+    """``domain-mlflow webhook register`` against the server, as a deploy runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "domain_mlflow.cli", "webhook", "register", "--url",
+         receiver_url, "--json"], env=dict(os.environ), capture_output=True, text=True,
+        timeout=120, check=False)
+
+
 def test_a_version_created_on_the_server_is_promoted_by_its_webhook(server_url, monkeypatch):
     monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
     receiver = WebhookReceiver(make_promoter("webhook"), SECRET)
     server = receiver.serve("127.0.0.1", 0)
     receiver_url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"
     try:
-        registered = subprocess.run(
-            [sys.executable, "-m", "domain_mlflow.cli", "webhook", "register", "--url",
-             receiver_url, "--json"], env=dict(os.environ), capture_output=True, text=True,
-            timeout=120, check=False)
+        registered = _register_webhook(receiver_url)
         assert registered.returncode == 0, registered.stderr
         webhook_id = json.loads(registered.stdout)["webhook_id"]
         # Registering again (each deploy does) updates that webhook; none is added.
-        again = subprocess.run(
-            [sys.executable, "-m", "domain_mlflow.cli", "webhook", "register", "--url",
-             receiver_url, "--json"], env=dict(os.environ), capture_output=True, text=True,
-            timeout=120, check=False)
+        again = _register_webhook(receiver_url)
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["webhook_id"] == webhook_id
         assert [w.webhook_id for w in MlflowClient().list_webhooks()] == [webhook_id]
@@ -72,5 +74,39 @@ def test_a_version_created_on_the_server_is_promoted_by_its_webhook(server_url, 
             "X-MLflow-Delivery-Id": "x", "X-MLflow-Timestamp": str(int(time.time())),
             "X-MLflow-Signature": "v1,Zm9yZ2Vk"})
         assert forged.status_code == 401
+    finally:
+        receiver.stop()
+
+
+def test_an_approval_tag_set_on_the_server_is_carried_out_by_its_webhook(server_url,
+                                                                         monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("PROMOTION_MODE", "manual")
+    receiver = WebhookReceiver(make_promoter("webhook"), SECRET)
+    server = receiver.serve("127.0.0.1", 0)
+    receiver_url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"
+    client = MlflowClient()
+    try:
+        registered = _register_webhook(receiver_url)
+        assert registered.returncode == 0, registered.stderr
+        version = register_domain_version(DOMAIN, PASSING)
+        store = make_promoter().store
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not store.awaiting_approval([DOMAIN]):
+            time.sleep(0.1)
+        [waiting] = store.awaiting_approval([DOMAIN])
+        assert waiting.registry_version == int(version.version)
+        assert "production" not in client.get_registered_model(version.name).aliases
+
+        client.set_model_version_tag(version.name, version.version, "approval", "approved")
+
+        production = None
+        while time.monotonic() < deadline and str(production) != str(version.version):
+            production = client.get_registered_model(version.name).aliases.get("production")
+            time.sleep(0.1)
+        assert str(production) == str(version.version)
+        [approval] = [e for e in store.history(DOMAIN) if e.action == "approve"]
+        assert (approval.actor, approval.reason) == ("MLflow UI", "approved in the MLflow UI")
+        assert store.get_config(DOMAIN).model_version == version.tags["model_version"]
     finally:
         receiver.stop()

@@ -1,0 +1,121 @@
+"""The config store's reads of promotion records (:class:`ConfigStore` inherits them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain_mlflow.sinks.database import Database, utc_now
+from domain_mlflow.sinks.rows import DUE_STATES, OPEN_STATES, Promotion, promotion_from_row
+from domain_mlflow.sinks.sql import chunks
+
+
+class PromotionReads:
+    """Queries of ``promotions``; never writes."""
+
+    database: Database
+
+    def get_promotion(self, promotion_id: int) -> Promotion:
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM promotions WHERE id = %s", (promotion_id,))
+        return promotion_from_row(rows[0])
+
+    def open_promotions(self, domain_id: str | None = None, due_only: bool = False
+                        ) -> list[Promotion]:
+        """Unfinished promotions, oldest first (optionally one domain, optionally due now)."""
+        if domain_id is not None:
+            return self.open_promotions_of([domain_id], due_only)
+        return self._open_promotions("", [], due_only)
+
+    def open_promotions_of(self, domain_ids: list[str], due_only: bool = False
+                           ) -> list[Promotion]:
+        """Unfinished promotions of these domains, oldest first."""
+        found: list[Promotion] = []
+        for chunk in chunks(domain_ids):
+            marks = ", ".join(["%s"] * len(chunk))
+            found += self._open_promotions(f" AND domain_id IN ({marks})", chunk, due_only)
+        return sorted(found, key=lambda promotion: promotion.id)
+
+    def _open_promotions(self, where: str, params: list[Any], due_only: bool
+                         ) -> list[Promotion]:
+        """``due_only``: those the promoter carries on now (not awaiting a person, not
+        waiting out a retry's backoff)."""
+        states = DUE_STATES if due_only else OPEN_STATES
+        marks = ", ".join(["%s"] * len(states))
+        sql = f"SELECT * FROM promotions WHERE state IN ({marks})" + where
+        params = [*map(str, states), *params]
+        if due_only:
+            sql += " AND next_attempt_at <= %s"
+            params.append(utc_now())
+        with self.database.transaction() as tx:
+            rows = tx.execute(sql + " ORDER BY id", params)
+        return [promotion_from_row(row) for row in rows]
+
+    def versions_with_promotions(self, domain_ids: list[str]) -> set[tuple[str, int]]:
+        """(domain, version) pairs that have any promotion record, for these domains."""
+        found: set[tuple[str, int]] = set()
+        with self.database.transaction() as tx:
+            for chunk in chunks(domain_ids):
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = tx.execute(
+                    "SELECT DISTINCT domain_id, registry_version FROM promotions "
+                    f"WHERE domain_id IN ({marks})", chunk,
+                )
+                found.update((row["domain_id"], int(row["registry_version"])) for row in rows)
+        return found
+
+    def known_request_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
+        found: set[str] = set()
+        with self.database.transaction() as tx:
+            for chunk in chunks(keys):
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = tx.execute(
+                    f"SELECT request_key FROM promotions WHERE request_key IN ({marks})", chunk
+                )
+                found.update(row["request_key"] for row in rows)
+        return found
+
+    def awaiting_approval(self, domain_ids: list[str] | None = None) -> list[Promotion]:
+        """Promotions waiting for a person's decision, oldest first."""
+        where, params = " AND state = %s", ["awaiting_approval"]
+        if domain_ids is None:
+            return self._open_promotions(where, params, due_only=False)
+        found: list[Promotion] = []
+        for chunk in chunks(domain_ids):
+            marks = ", ".join(["%s"] * len(chunk))
+            found += self._open_promotions(f"{where} AND domain_id IN ({marks})",
+                                           [*params, *chunk], due_only=False)
+        return sorted(found, key=lambda promotion: promotion.id)
+
+    def promotions_since(self, since: Any, domain_ids: list[str] | None = None
+                         ) -> list[Promotion]:
+        """Every promotion created at or after ``since`` (optionally of these domains),
+        oldest first: what the fleet rates are computed from."""
+        sql, params = "SELECT * FROM promotions WHERE created_at >= %s", [since]
+        if domain_ids is not None:
+            if not domain_ids:
+                return []
+            found: list[Promotion] = []
+            with self.database.transaction() as tx:
+                for chunk in chunks(domain_ids):
+                    marks = ", ".join(["%s"] * len(chunk))
+                    found += [promotion_from_row(row) for row in tx.execute(
+                        f"{sql} AND domain_id IN ({marks}) ORDER BY id", [*params, *chunk])]
+            return sorted(found, key=lambda promotion: promotion.id)
+        with self.database.transaction() as tx:
+            return [promotion_from_row(row) for row in tx.execute(f"{sql} ORDER BY id", params)]
+
+    def promotions_of_version(self, domain_id: str, registry_version: int) -> list[Promotion]:
+        """Every promotion of one version, oldest first."""
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT * FROM promotions WHERE domain_id = %s AND "
+                              "registry_version = %s ORDER BY id", (domain_id, registry_version))
+        return [promotion_from_row(row) for row in rows]
+
+    def latest_promotions(self, domain_id: str, limit: int = 20) -> list[Promotion]:
+        with self.database.transaction() as tx:
+            rows = tx.execute(
+                "SELECT * FROM promotions WHERE domain_id = %s ORDER BY id DESC LIMIT %s",
+                (domain_id, limit),
+            )
+        return [promotion_from_row(row) for row in rows]
