@@ -567,6 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive handler that hands every request to the double."""
 
     protocol_version = "HTTP/1.1"
+    # LocalAI is a Go server: Go's TCP connections default to TCP_NODELAY ("The default
+    # is true (no delay)", SetNoDelay in net/tcpsock.go). Without it, headers and body
+    # written apart meet Nagle's algorithm and a kept-alive client waits ~40 ms each.
+    disable_nagle_algorithm = True
     double: LocalAIDouble
 
     def log_message(self, *args: Any) -> None:

@@ -21,8 +21,10 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
         print(f"  {name:16s} newest {_number(figures['newest']):>8s}  mean "
               f"{_number(figures['mean']):>8s}  best {_number(figures['best']):>8s}  {direction}")
     usage, quality = metrics["usage"], metrics["quality"]
+    dropped = (f", {usage['dropped_records']} records dropped"
+               if usage.get("dropped_records") else "")
     print(f"  requests {usage['requests']} ({usage['requests_per_day']}/day), error rate "
-          f"{_number(quality['error_rate'], 3)}")
+          f"{_number(quality['error_rate'], 3)}{dropped}")
     _print_rates(f"promotions of {metrics['domain_id']}", metrics["deployments"])
     fleet = metrics["fleet"]
     _print_rates(f"fleet ({len(fleet['domains'])} domains)", fleet)

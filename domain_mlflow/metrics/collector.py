@@ -253,15 +253,18 @@ class DomainMetricsCollector:
     @staticmethod
     def _usage(snap: Snapshot, domain_id: str) -> dict[str, Any]:
         usage = snap.usage.get(domain_id)
+        dropped = snap.dropped.get(domain_id, 0)  # not in ``requests``: never written
         if not usage:
             return {"requests": 0, "requests_per_day": 0.0, "completion_tokens": 0,
-                    "top_query_patterns": [], "last_request_at": None}
+                    "top_query_patterns": [], "last_request_at": None,
+                    "dropped_records": dropped}
         return {
             "requests": usage["requests"],
             "requests_per_day": round(usage["requests"] / snap.days, 3),
             "completion_tokens": usage["completion_tokens"],
             "top_query_patterns": usage["top_query_patterns"],
             "last_request_at": _iso(usage["last_at"]),
+            "dropped_records": dropped,
         }
 
     @staticmethod

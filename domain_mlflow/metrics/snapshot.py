@@ -43,6 +43,7 @@ class Snapshot:
     awaiting: dict[str, list[Promotion]] = field(default_factory=dict)
     promotions: dict[str, list[Promotion]] = field(default_factory=dict)
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # telemetry records lost
     # Read on demand (two queries per run), kept as long as the snapshot.
     curves: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     store_error: str | None = None  # the config store did not answer
@@ -128,7 +129,9 @@ def _read_store(services: Services, snapshot: Snapshot, since: datetime) -> None
             snapshot.awaiting = by_domain(p for p in open_promotions
                                           if p.state is State.AWAITING_APPROVAL)
             snapshot.promotions = by_domain(store.promotions_since(since))
-            snapshot.usage = TelemetryStore(store.database).usage(since)
+            telemetry = TelemetryStore(store.database)
+            snapshot.usage = telemetry.usage(since)
+            snapshot.dropped = telemetry.dropped_since(since)
         finally:
             store.close()
     except DomainMlflowError as error:

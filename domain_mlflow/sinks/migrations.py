@@ -115,6 +115,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE domain_config_history ADD COLUMN semver TEXT",
         "CREATE INDEX promotions_created ON promotions (created_at)",
     ]),
+    (5, "asynchronous serving telemetry: request ids, dropped records", [
+        "ALTER TABLE serving_requests ADD COLUMN request_id TEXT",
+        "CREATE INDEX serving_requests_request ON serving_requests (request_id)",
+        """CREATE TABLE telemetry_drops (
+            id {id},
+            domain_id TEXT NOT NULL,
+            dropped INTEGER NOT NULL,
+            recorded_at {ts} NOT NULL
+        )""",
+        "CREATE INDEX telemetry_drops_domain_time ON telemetry_drops (domain_id, recorded_at)",
+    ]),
 ]
 
 

@@ -76,6 +76,23 @@ class RedisSink:
         """PUBLISH an alert on ``{prefix}:alerts``."""
         self.publish_event("alerts", alert)
 
+    def subscribe(self, handler: Any) -> Any:
+        """Call ``handler(message: dict)`` for every publish on the serving channel, from a
+        daemon thread (redis-py's ``run_in_thread``); returns the thread (``.stop()``)."""
+        def deliver(message: dict[str, Any]) -> None:
+            try:
+                handler(json.loads(message["data"]))
+            except (TypeError, ValueError):
+                return  # not ours
+
+        pubsub = self._call("subscribe", lambda c: c.pubsub(ignore_subscribe_messages=True))
+        self._call(f"subscribe to {self.channel}",
+                   lambda _: pubsub.subscribe(**{self.channel: deliver}))
+        def give_up(_error: BaseException, _pubsub: Any, thread: Any) -> None:
+            thread.stop()  # Redis went away: readers fall back to their cache's TTL
+
+        return pubsub.run_in_thread(sleep_time=0.5, daemon=True, exception_handler=give_up)
+
     def get(self, domain_id: str) -> dict[str, Any] | None:
         raw = self._call(f"read of {self.key(domain_id)}", lambda c: c.get(self.key(domain_id)))
         return json.loads(raw) if raw else None

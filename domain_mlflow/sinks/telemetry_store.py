@@ -36,6 +36,20 @@ class ServingRequest:
     completion_tokens: int | None = None
     quality: float | None = None
     error: str | None = None
+    request_id: str | None = None
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO serving_requests (domain_id, model_version, serving_name, started_at, "
+    "latency_ms, status, http_status, prompt_tokens, completion_tokens, query_pattern, quality, "
+    "error, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+def _request_row(request: ServingRequest) -> tuple[Any, ...]:
+    return (request.domain_id, request.model_version, request.serving_name, request.started_at,
+            request.latency_ms, request.status, request.http_status, request.prompt_tokens,
+            request.completion_tokens, request.query_pattern, request.quality, request.error,
+            request.request_id)
 
 
 class TelemetryStore:
@@ -45,17 +59,30 @@ class TelemetryStore:
         self.database = database
 
     def record(self, request: ServingRequest) -> None:
+        self.record_batch([request], [], {}, utc_now())
+
+    def record_batch(self, requests: list[ServingRequest], feedback: list[tuple[str, float]],
+                     dropped: dict[str, int], at: datetime) -> None:
+        """One transaction: the requests (one multi-row statement), then the feedback
+        scores by request id, then the counts of records dropped per domain."""
         with self.database.transaction() as tx:
-            tx.execute(
-                "INSERT INTO serving_requests (domain_id, model_version, serving_name, "
-                "started_at, latency_ms, status, http_status, prompt_tokens, completion_tokens, "
-                "query_pattern, quality, error) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (request.domain_id, request.model_version, request.serving_name,
-                 request.started_at, request.latency_ms, request.status, request.http_status,
-                 request.prompt_tokens, request.completion_tokens, request.query_pattern,
-                 request.quality, request.error),
-            )
+            if requests:
+                tx.execute_many(_INSERT_REQUEST, [_request_row(r) for r in requests])
+            if feedback:
+                tx.execute_many("UPDATE serving_requests SET quality = %s WHERE request_id = %s",
+                                [(score, request_id) for request_id, score in feedback])
+            if dropped:
+                tx.execute_many("INSERT INTO telemetry_drops (domain_id, dropped, recorded_at) "
+                                "VALUES (%s, %s, %s)",
+                                [(domain, count, at) for domain, count in dropped.items()])
+
+    def dropped_since(self, since: datetime) -> dict[str, int]:
+        """Records dropped per domain since ``since`` (the client's queue was full, or the
+        store did not answer a batch)."""
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT domain_id, SUM(dropped) AS dropped FROM telemetry_drops "
+                              "WHERE recorded_at >= %s GROUP BY domain_id", (since,))
+        return {row["domain_id"]: int(row["dropped"] or 0) for row in rows}
 
     def usage(self, since: datetime, top: int = 5) -> dict[str, dict[str, Any]]:
         """Per domain since ``since``: counts, errors, tokens, quality, top query patterns.

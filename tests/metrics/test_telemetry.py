@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,11 +17,12 @@ import redis as redis_lib
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow import DomainClient, DomainMetricsCollector
-from domain_mlflow.exceptions import PromotionError, SinkError
+from domain_mlflow.exceptions import ConfigError, PromotionError, SinkError
+from domain_mlflow.metrics.recorder import TelemetryRecorder
 from domain_mlflow.promotion.monitor import Monitor
 from domain_mlflow.settings import load_settings
 from domain_mlflow.sinks.config_store import ConfigStore
-from domain_mlflow.sinks.telemetry_store import query_pattern
+from domain_mlflow.sinks.telemetry_store import ServingRequest, TelemetryStore, query_pattern
 from tests.localai_double import LocalAIDouble
 from tests.promotion_helpers import PASSING, make_promoter, register_domain_version
 
@@ -43,12 +48,12 @@ def serving(tmp_path, redis_url, monkeypatch):
 
 def test_requests_are_served_by_production_and_recorded(serving):
     localai, versions = serving
-    client = DomainClient(DOMAIN)
-    assert client.resolve() == (DOMAIN, versions[1].tags["model_version"])
-    answer = client.complete("How many orders in 2024?")
-    assert answer == f"[{versions[1].tags['model_version']}] How many orders in 2024?"
-    client.complete("How many orders in 2025?")
-    client.complete("List all customers.")
+    with DomainClient(DOMAIN) as client:
+        assert client.resolve() == (DOMAIN, versions[1].tags["model_version"])
+        answer = client.complete("How many orders in 2024?")
+        assert answer == f"[{versions[1].tags['model_version']}] How many orders in 2024?"
+        client.complete("How many orders in 2025?")
+        client.complete("List all customers.")
     metrics = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics(DOMAIN)
     assert metrics["usage"]["requests"] == 3
     assert metrics["usage"]["top_query_patterns"][0] == {
@@ -58,12 +63,12 @@ def test_requests_are_served_by_production_and_recorded(serving):
 
 def test_failures_are_recorded_as_errors(serving):
     localai, _ = serving
-    client = DomainClient(DOMAIN)
-    client.complete("fine")
-    localai.fail_next("/v1/completions", 500, count=3)
-    for _ in range(3):
-        with pytest.raises(SinkError, match="HTTP 500"):
-            client.complete("broken")
+    with DomainClient(DOMAIN) as client:
+        client.complete("fine")
+        localai.fail_next("/v1/completions", 500, count=3)
+        for _ in range(3):
+            with pytest.raises(SinkError, match="HTTP 500"):
+                client.complete("broken")
     quality = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics(DOMAIN)["quality"]
     assert quality["errors"] == 3
     assert quality["error_rate"] == pytest.approx(0.75)
@@ -91,7 +96,8 @@ def test_localai_is_asked_for_the_resolved_version_and_the_record_names_it(servi
     localai, versions = serving
     production = versions[1].tags["model_version"]
     before = len(localai.calls("/v1/completions"))
-    assert DomainClient(DOMAIN).complete("How many orders?") == f"[{production}] How many orders?"
+    with DomainClient(DOMAIN) as client:
+        assert client.complete("How many orders?") == f"[{production}] How many orders?"
     assert completion_models(localai, before) == [production]
     assert production != DOMAIN  # the versioned config, not the alias
     assert stored_requests() == [{"serving_name": DOMAIN, "model_version": production,
@@ -104,6 +110,7 @@ def test_without_a_known_version_localai_is_asked_for_the_serving_name(serving):
     client.resolve = lambda: (DOMAIN, None)  # a Redis value written without a version
     before = len(localai.calls("/v1/completions"))
     assert client.complete("Any orders?") == f"[{versions[1].tags['model_version']}] Any orders?"
+    client.close()
     assert completion_models(localai, before) == [DOMAIN]
     assert stored_requests() == [{"serving_name": DOMAIN, "model_version": None,
                                   "status": "ok", "http_status": 200}]
@@ -113,14 +120,15 @@ def test_an_http_error_records_its_status_and_a_refused_connection_records_none(
     localai, versions = serving
     production = versions[1].tags["model_version"]
     localai.fail_next("/v1/completions", 500)
-    with pytest.raises(SinkError, match="HTTP 500") as answered:
-        DomainClient(DOMAIN).complete("broken")
+    with pytest.raises(SinkError, match="HTTP 500") as answered, DomainClient(DOMAIN) as client:
+        client.complete("broken")
     assert answered.value.status == 500
     with socket.socket() as probe:  # a loopback port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    with pytest.raises(SinkError, match="ConnectionError") as refused:
-        DomainClient(DOMAIN, localai_url=closed).complete("nobody home")
+    with pytest.raises(SinkError, match="ConnectionError") as refused, \
+            DomainClient(DOMAIN, localai_url=closed) as client:
+        client.complete("nobody home")
     assert refused.value.status is None
     assert stored_requests() == [
         {"serving_name": DOMAIN, "model_version": production, "status": "error",
@@ -168,6 +176,7 @@ def test_a_failing_window_alerts_everywhere_and_rolls_back(serving, monkeypatch)
     for _ in range(4):
         with pytest.raises(SinkError):
             client.complete("broken")
+    client.close()
 
     [alert] = Monitor(make_promoter("monitor")).check_once()
     assert (alert["kind"], alert["requests"]) == ("error_rate", 6)
@@ -186,3 +195,99 @@ def test_a_failing_window_alerts_everywhere_and_rolls_back(serving, monkeypatch)
 def test_query_patterns_hide_values():
     assert query_pattern("Show ORDERS where status is 'shipped' and amount > 250") == \
         "show orders where status is <str> and amount > <num>"
+
+
+def test_feedback_lands_on_its_request_and_in_the_quality_figures(serving):
+    _, versions = serving
+    with DomainClient(DOMAIN) as client:
+        client.complete("How many orders?")
+        first = client.last_request_id
+        client.complete("List all customers.", request_id="my-request-2")
+        assert client.last_request_id == "my-request-2"
+        client.feedback(first, 1.0)
+        client.feedback("my-request-2", 0.0)
+        with pytest.raises(ConfigError, match="finite number"):
+            client.feedback(first, float("nan"))
+    store = ConfigStore.from_settings(load_settings())
+    with store.database.transaction() as tx:
+        rows = tx.execute("SELECT request_id, quality, model_version FROM serving_requests "
+                          "WHERE domain_id = %s ORDER BY id", (DOMAIN,))
+    store.close()
+    production = versions[1].tags["model_version"]
+    assert rows == [{"request_id": first, "quality": 1.0, "model_version": production},
+                    {"request_id": "my-request-2", "quality": 0.0, "model_version": production}]
+    quality = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics(DOMAIN)["quality"]
+    assert (quality["response_quality"], quality["rated_requests"]) == (0.5, 2)
+
+
+def test_the_pointer_is_cached_and_a_promotion_publish_refreshes_it(serving):
+    localai, versions = serving
+    old, new = (v.tags["model_version"] for v in versions)
+    with DomainClient(DOMAIN, pointer_ttl_seconds=3600) as client:
+        assert client.complete("q").startswith(f"[{new}]")
+        gets_before = len(localai.calls("/v1/completions"))
+        make_promoter().run(make_promoter().request(
+            DOMAIN, int(versions[0].version), kind="rollback",
+            request_key="rollback-under-a-cached-pointer"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.resolve()[1] != old:
+            time.sleep(0.05)  # the publish reaches the client's subscription thread
+        assert client.resolve() == (DOMAIN, old)
+        assert client.complete("q").startswith(f"[{old}]")
+        assert completion_models(localai, gets_before) == [old]
+
+
+def test_records_queued_at_interpreter_exit_are_written(serving, tmp_path):
+    script = ("from domain_mlflow import DomainClient\n"
+              f"client = DomainClient({DOMAIN!r})\n"
+              "for i in range(50):\n"
+              "    client.complete(f'question {i}')\n")
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(stored_requests()) == 50
+
+
+def test_a_full_queue_drops_without_blocking_and_every_drop_is_counted(postgres_dsn):
+    import psycopg
+
+    store = ConfigStore.open(postgres_dsn, "unused.db")
+    recorder = TelemetryRecorder(TelemetryStore(store.database), queue_size=5, batch_size=1,
+                                 flush_seconds=0.01)
+    sent = 200
+    with psycopg.connect(postgres_dsn) as blocker:
+        blocker.execute("LOCK TABLE serving_requests IN ACCESS EXCLUSIVE MODE")
+        # Were a hand-over to wait for room, this would never return: the table is locked.
+        accepted = sum(recorder.record(_request(i), "full-queue") for i in range(sent))
+        assert accepted <= 6  # five queued, at most one taken by the blocked writer
+        blocker.rollback()  # the lock goes: the writer catches up
+    recorder.close()
+    with store.database.transaction() as tx:
+        written = tx.execute("SELECT COUNT(*) AS n FROM serving_requests "
+                             "WHERE domain_id = 'full-queue'")[0]["n"]
+    dropped = TelemetryStore(store.database).dropped_since(datetime(2000, 1, 1, tzinfo=UTC))
+    store.close()
+    assert recorder.dropped_total == sent - accepted
+    assert (written, dropped["full-queue"]) == (accepted, sent - accepted)
+
+
+def _request(number: int) -> ServingRequest:
+    return ServingRequest(domain_id="full-queue", serving_name="full-queue",
+                          model_version="v", started_at=datetime.now(UTC), latency_ms=1.0,
+                          status="ok", query_pattern="q", http_status=200,
+                          request_id=f"r{number}")
+
+
+def test_dropped_records_are_shown(serving, monkeypatch):
+    store = ConfigStore.from_settings(load_settings())
+    TelemetryStore(store.database).record_batch([], [], {DOMAIN: 7}, datetime.now(UTC))
+    store.close()
+    done = subprocess.run([sys.executable, "-m", "domain_mlflow.cli", "metrics", DOMAIN,
+                           "--json"], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["usage"]["dropped_records"] == 7
+    printed = subprocess.run([sys.executable, "-m", "domain_mlflow.cli", "metrics", DOMAIN],
+                             env=dict(os.environ), capture_output=True, text=True,
+                             timeout=120, check=False).stdout
+    assert "7 records dropped" in printed

@@ -43,6 +43,12 @@ def _recorded_versions() -> list[str]:
     return [row["model_version"] for row in rows]
 
 
+def _ask(prompt: str) -> str:
+    """One request through ``DomainClient``, its record written before it returns."""
+    with DomainClient(DOMAIN) as client:
+        return client.complete(prompt)
+
+
 def test_with_localai_failing_on_import_no_pointer_moves_and_requests_stay_on_the_old(stack):
     localai = stack
     first = register_domain_version(DOMAIN, PASSING)
@@ -65,7 +71,7 @@ def test_with_localai_failing_on_import_no_pointer_moves_and_requests_stay_on_th
     assert new_version not in localai.model_names()
 
     before = len(localai.calls("/v1/completions"))
-    answer = DomainClient(DOMAIN).complete("How many orders?")
+    answer = _ask("How many orders?")
     assert answer.startswith(f"[{old}]")
     assert _recorded_versions() == [old]
     # The versioned name, not the stable one: what answered is what is recorded.
@@ -81,7 +87,7 @@ def test_with_localai_failing_on_import_no_pointer_moves_and_requests_stay_on_th
     Poller(make_promoter("poller")).poll_once()
     assert_everywhere(localai, second)
     before = len(localai.calls("/v1/completions"))
-    assert DomainClient(DOMAIN).complete("How many orders?").startswith(f"[{new_version}]")
+    assert _ask("How many orders?").startswith(f"[{new_version}]")
     assert _recorded_versions() == [old, new_version]
     assert _models_called(localai, before) == [new_version]
     assert manual.status(make_promoter("cli"), DOMAIN)[0]["in_flight"] is None
