@@ -34,7 +34,21 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line on stderr (exit code 2), like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{_suggestion(message)} "
+                              f"(see {self.prog} --help)\n")
+
+
+def _suggestion(message: str) -> str:
+    """``; did you mean 'status'?`` for an unknown command close to one (difflib)."""
+    import difflib
+    import re
+
+    typed = re.search(r"invalid choice: '([^']*)'", message)
+    if typed is None or "choose from" not in message:
+        return ""
+    choices = re.findall(r"'([^']*)'", message.split("choose from", 1)[1])
+    close = difflib.get_close_matches(typed.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

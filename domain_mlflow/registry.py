@@ -92,6 +92,19 @@ def ensure_registered_model(client: MlflowClient, domain_id: str) -> str:
     return name
 
 
+def paged(search: Any, **kwargs: Any) -> list[Any]:
+    """Every item of a paginated MLflow search (``search_model_versions``, ``search_runs``,
+    ...), following its page tokens; ``max_results`` in ``kwargs`` is the page size."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
 def register_version(
     client: MlflowClient,
     domain_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -189,3 +190,21 @@ def test_history_limit_in_range_reaches_the_store():
     done = run_cli("history", "0x5678-SQLAgent", "--limit", "1", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_every_option_and_positional_has_help_text():
+    missing = [f"{name} {action.dest}" for name, sub in _subcommands().items()
+               for action in sub._actions
+               if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("stauts", "status"), ("promte", "promote"),
+                                              ("hisotry", "history"), ("dashbord", "dashboard")])
+def test_a_mistyped_command_suggests_the_closest_one(typed, meant):
+    assert_one_line_error(run_cli(typed), 2, f"did you mean '{meant}'?")
+
+
+def test_force_without_a_reason_is_a_usage_error():
+    assert_one_line_error(run_cli("promote", "D", "--version", "1", "--force"), 2,
+                          "--force needs --reason")

@@ -7,6 +7,7 @@ clears the default gate (accuracy >= 0.85) while the vector example does not.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,12 +15,18 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.sinks.config_store import ConfigStore
+from tests.helpers import REPO_ROOT
 
 SQL, VECTOR = "0x5678-SQLAgent", "0x3579-VectorProcessingAgent"
 
 
 @pytest.mark.slow
 def test_the_demo_promotes_the_sql_agent_and_rejects_the_vector_agent(tiny_base, tmp_path):
+    # A checkout with the project's .gitignore: whatever the demo writes must be ignored.
+    shutil.copy(REPO_ROOT / ".gitignore", tmp_path / ".gitignore")
+    for command in (["init", "-q"], ["add", ".gitignore"],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ignore"]):
+        subprocess.run(["git", *command], cwd=tmp_path, check=True, capture_output=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "domain_mlflow.cli", "demo"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
@@ -51,3 +58,8 @@ def test_the_demo_promotes_the_sql_agent_and_rejects_the_vector_agent(tiny_base,
     for hint in ("mlflow ui --backend-store-uri", "domain-mlflow dashboard",
                  "domain-mlflow status"):
         assert hint in out
+    untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                               cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert untracked == ""
+    assert list((tmp_path / ".domain_configs.db.locks").glob("*.lock"))  # not in the root
+    assert not list(tmp_path.glob(".domain_configs.db.*.lock"))

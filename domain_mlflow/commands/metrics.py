@@ -14,8 +14,9 @@ def _number(value: Any, digits: int = 4) -> str:
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
     production = metrics["production"] or {}
-    print(f"{metrics['domain_id']}: {len(metrics['runs'])} runs in {metrics['time_window_days']} "
-          f"days; production {production.get('model_version') or 'none'}")
+    runs, days = len(metrics["runs"]), metrics["time_window_days"]
+    print(f"{metrics['domain_id']}: {runs} run{'' if runs == 1 else 's'} in {days} "
+          f"day{'' if days == 1 else 's'}; production {production.get('model_version') or 'none'}")
     for name, figures in metrics["performance"].items():
         direction = metrics["trends"].get(name, {}).get("direction", "")
         print(f"  {name:16s} newest {_number(figures['newest']):>8s}  mean "
@@ -91,7 +92,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 def register(commands: Any) -> None:
     metrics = commands.add_parser("metrics", help="a domain's performance, usage and trends",
                                   description="A domain's performance, usage and trends.")
-    metrics.add_argument("domain_id", metavar="DOMAIN")
+    metrics.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
     metrics.add_argument("--days", type=whole_number(1, 3650), help="time window (default "
                                                   "$METRICS_TIME_WINDOW_DAYS or 30)")
     metrics.add_argument("--json", action="store_true", help="print JSON")
@@ -99,7 +100,7 @@ def register(commands: Any) -> None:
 
     export = commands.add_parser("export", help="write the dashboard's data to a JSON file",
                                  description="Write the dashboard's data to a JSON file.")
-    export.add_argument("path", metavar="PATH")
+    export.add_argument("path", metavar="PATH", help="the JSON file to write")
     export.add_argument("--domain-id", action="append", help="only these (repeatable)")
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(handler=run_export)

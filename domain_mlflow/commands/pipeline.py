@@ -78,7 +78,7 @@ def _print_demo(report: dict[str, Any]) -> None:
     print("Where to look:")
     print(f"  mlflow ui --backend-store-uri {report['tracking_uri']}   # runs, curves, registry")
     print("  domain-mlflow dashboard        # http://127.0.0.1:8085: cards, rankings, charts")
-    print("  domain-mlflow status           # what is in production, store by store")
+    print("  domain-mlflow status           # every domain's state and why, and what serves where")
     print("  domain-mlflow history 0x5678-SQLAgent")
 
 
@@ -104,9 +104,12 @@ def add_pipeline_arguments(pipeline: argparse.ArgumentParser) -> argparse.Argume
     pipeline.add_argument("tables", nargs="+", metavar="TABLE",
                           help="JSON array or JSON Lines files of records with a domain_id "
                                "(several per argument when separated by commas)")
-    pipeline.add_argument("--project-id", "--project_id", dest="project_id", required=True)
+    pipeline.add_argument("--project-id", "--project_id", dest="project_id", required=True,
+                          help="the project the records belong to; names its runs and files")
     pipeline.add_argument("--privacy-level", "--privacy_level", dest="privacy_level",
-                          choices=("low", "medium", "high"), default="medium")
+                          choices=("low", "medium", "high"), default="medium",
+                          help="how much personal data is masked or dropped before training "
+                               "(default %(default)s)")
     pipeline.add_argument("--domain-filtering", "--domain_filtering", dest="domain_filtering",
                           type=bool_value, default=True, metavar="{true,false}",
                           help="false: every record trains one domain named after the project")
@@ -125,7 +128,8 @@ def add_pipeline_arguments(pipeline: argparse.ArgumentParser) -> argparse.Argume
     pipeline.add_argument("--data-dir", "--data_dir", dest="data_dir",
                           help="where per-domain files go (default $PIPELINE_DATA_DIR or "
                                "./training_data)")
-    pipeline.add_argument("--experiment-name", "--experiment_name", dest="experiment_name")
+    pipeline.add_argument("--experiment-name", "--experiment_name", dest="experiment_name",
+                          help="MLflow experiment (default: MLflow's own choice)")
     pipeline.add_argument("--json", action="store_true", help="print the results as JSON")
     return pipeline
 

@@ -42,8 +42,9 @@ def _outcome(result: dict[str, Any], as_json: bool) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from domain_mlflow.promotion.manual import promote
+    from domain_mlflow.promotion.manual import check_promote_arguments, promote
 
+    check_promote_arguments(args.force, args.reason or "", args.semver)
     result = promote(promoter_for(args, "cli-promote"), args.domain_id, args.version,
                      force=args.force, reason=args.reason or "", semver=args.semver)
     return _outcome(result, args.json)
@@ -112,18 +113,19 @@ def run_history(args: argparse.Namespace) -> int:
 
 def _print_status(rows: list[dict[str, Any]]) -> None:
     if not rows:
-        print("no domain in production yet")
+        print("no domain is registered yet")
+    width = max((len(row["domain_id"]) for row in rows), default=0)
+    states = max((len(row["state"]) for row in rows), default=0)
     for row in rows:
-        semver = f" {row['semver']}" if row.get("semver") else ""
-        serving = ("nothing in production yet" if row["registry_version"] is None else
-                   f"v{row['registry_version']}{semver} ({row['model_version']}), "
-                   f"config #{row['version_number']}")
-        print(f"{row['domain_id']}: {serving}, registry production "
-              f"v{row['registry_production']}, redis {row['redis_model_version'] or 'not set'}, "
-              f"localai {'n/a' if row['localai_serving'] is None else row['localai_serving']}")
+        print(f"{row['domain_id']:<{width}}  {row['state']:<{states}}  {row['reason']}")
+        if row["registry_version"] is not None:
+            localai = "n/a" if row["localai_serving"] is None else row["localai_serving"]
+            print(f"{'':<{width}}  config #{row['version_number']}, registry production "
+                  f"v{row['registry_production']}, redis "
+                  f"{row['redis_model_version'] or 'not set'}, localai {localai}")
         moving = row["in_flight"]
-        if moving:
-            print(f"  in flight: {moving['kind']} to v{moving['registry_version']} "
+        if moving and row["registry_version"] is not None:
+            print(f"{'':<{width}}  in flight: {moving['kind']} to v{moving['registry_version']} "
                   f"({moving['model_version']}), at {moving['state']}"
                   + (f", error: {moving['error']}" if moving["error"] else ""))
 
@@ -219,7 +221,7 @@ def register(commands: Any) -> None:
         return parser
 
     promote = add("promote", run_promote, "move a domain's production to a registry version")
-    promote.add_argument("domain_id", metavar="DOMAIN")
+    promote.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
     promote.add_argument("--version", type=whole_number(1, MAX_VERSION), required=True,
                          help="registry version number")
     promote.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
@@ -247,18 +249,19 @@ def register(commands: Any) -> None:
     add("pending", run_pending, "versions awaiting approval, oldest first")
 
     rollback = add("rollback", run_rollback, "move a domain's production back")
-    rollback.add_argument("domain_id", metavar="DOMAIN")
+    rollback.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
     rollback.add_argument("--to", type=whole_number(1, MAX_VERSION),
                           help="registry version (default: the one replaced)")
     rollback.add_argument("--reason", help="why; recorded in the history")
 
     history = add("history", run_history, "every promotion, rollback and rejection of a domain")
-    history.add_argument("domain_id", metavar="DOMAIN")
+    history.add_argument("domain_id", metavar="DOMAIN", help="the domain id")
     history.add_argument("--limit", type=whole_number(1, 100_000), default=100,
                          help="newest entries shown, 1 to 100000 (default %(default)s)")
 
     status = add("status", run_status, "what each domain serves, everywhere")
-    status.add_argument("domain_id", metavar="DOMAIN", nargs="?")
+    status.add_argument("domain_id", metavar="DOMAIN", nargs="?",
+                        help="one domain (default: every domain)")
 
     poll = add("poll", run_poll, "find new versions, promote them, repair drift")
     poll.add_argument("--once", action="store_true", help="one cycle, then exit")
@@ -266,9 +269,13 @@ def register(commands: Any) -> None:
                       help="seconds between cycles (default $POLL_INTERVAL_SECONDS or 30)")
 
     webhook = add("webhook", run_webhook, "receive MLflow registry webhooks, or register one")
-    webhook.add_argument("action", nargs="?", choices=["serve", "register"], default="serve")
-    webhook.add_argument("--host", default="127.0.0.1")
-    webhook.add_argument("--port", type=whole_number(0, 65535), default=8090)
+    webhook.add_argument("action", nargs="?", choices=["serve", "register"], default="serve",
+                         help="serve: receive events (default); register: create the MLflow "
+                              "webhook that sends them")
+    webhook.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default %(default)s)")
+    webhook.add_argument("--port", type=whole_number(0, 65535), default=8090,
+                         help="port to listen on, 0 for any free one (default %(default)s)")
     webhook.add_argument("--workers", type=whole_number(1, 64), metavar="1-64",
                          help="receiver processes (default $WEBHOOK_WORKERS or 1)")
     webhook.add_argument("--url", help="with register: where MLflow should send events")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.metrics.deployments import by_domain
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, utc_now
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged
 from domain_mlflow.sinks.rows import State
 
 if TYPE_CHECKING:
@@ -50,17 +50,6 @@ class Snapshot:
     store_note: str | None = None  # there is none yet: nothing has been promoted
 
 
-def _paged(search: Any, **kwargs: Any) -> list[Any]:
-    items: list[Any] = []
-    token = None
-    while True:
-        page = search(page_token=token, **kwargs)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
-
-
 def _oldest_under_way(promotions: list[Promotion]) -> dict[str, Promotion]:
     """Each domain's oldest open promotion that is not waiting for a person
     (``promotions`` come oldest first)."""
@@ -87,20 +76,20 @@ def take_snapshot(services: Services, days: int) -> Snapshot:
     client = services.client
     snapshot = Snapshot(taken=time.monotonic(), days=days)
     since = utc_now() - timedelta(days=days)
-    experiments = [e.experiment_id for e in _paged(client.search_experiments, max_results=1000)]
+    experiments = [e.experiment_id for e in paged(client.search_experiments, max_results=1000)]
     if experiments:
-        runs = _paged(client.search_runs, experiment_ids=experiments, max_results=_PAGE,
+        runs = paged(client.search_runs, experiment_ids=experiments, max_results=_PAGE,
                       filter_string="tags.domain_id != '' AND attributes.start_time >= "
                                     f"{int(since.timestamp() * 1000)}",
                       order_by=["attributes.start_time ASC"])
         for run in runs:
             snapshot.runs.setdefault(run.data.tags["domain_id"], []).append(run)
     pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
-    for version in _paged(client.search_model_versions, filter_string=pattern,
+    for version in paged(client.search_model_versions, filter_string=pattern,
                           max_results=10000):
         if domain := domain_of(version.name):
             snapshot.versions.setdefault(domain, []).append(version)
-    for model in _paged(client.search_registered_models, filter_string=pattern,
+    for model in paged(client.search_registered_models, filter_string=pattern,
                         max_results=1000):
         domain = domain_of(model.name)
         if domain:

@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from domain_mlflow.exceptions import PromotionError, SinkError, UnknownVersionError
-from domain_mlflow.naming import registered_model_name, validate_domain_id
+from domain_mlflow.exceptions import ConfigError, PromotionError, SinkError, UnknownVersionError
+from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, registered_model_name, validate_domain_id
 from domain_mlflow.promotion.engine import Promoter
-from domain_mlflow.promotion.trigger import promotion_result
+from domain_mlflow.promotion.trigger import outcome_reason, promotion_result
 from domain_mlflow.redaction import redact
-from domain_mlflow.registry import PRODUCTION_ALIAS, production_version
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged, production_version
 from domain_mlflow.semver import SEMVER_TAG, parse_semver
 from domain_mlflow.sinks.rows import Kind, State
 
@@ -49,10 +49,7 @@ def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = F
 
     One read of the registered model, one of the version, one hold of the domain's lock:
     first whatever the domain left unfinished, then this promotion."""
-    if force and not reason.strip():
-        raise PromotionError("--force needs --reason: say why the gate is overridden")
-    if semver is not None:
-        parse_semver(semver)
+    check_promote_arguments(force, reason, semver)
     model = registered_model(promoter, domain_id)
     with promoter.domain_locked(domain_id):
         promoter.process_locked([domain_id])
@@ -72,6 +69,14 @@ def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = F
         return _move(promoter, domain_id, version, Kind.FORCE if force else Kind.PROMOTE,
                      f"manual:{domain_id}:{version}:{uuid.uuid4().hex}",
                      reason or f"promoted by hand to version {version}")
+
+
+def check_promote_arguments(force: bool, reason: str, semver: str | None) -> None:
+    """The mistakes in a promote request found before anything is opened."""
+    if force and not reason.strip():
+        raise ConfigError("--force needs --reason: say why the gate is overridden")
+    if semver is not None:
+        parse_semver(semver)
 
 
 def set_semver(promoter: Promoter, domain_id: str, version: int, semver: str) -> None:
@@ -130,27 +135,40 @@ def in_flight(promotion: Any, redact: Callable[[str], str] = redact) -> dict[str
 
 
 def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, Any]]:
-    """Per domain: what serves (the config store's view, the registry alias, Redis and
-    LocalAI), and apart from it the promotion in flight, if any."""
+    """Per domain the registry or the config store knows: its ``state`` (in production,
+    awaiting approval, in flight, rejected, not decided yet) and ``reason``; what serves
+    (the config store's view, the registry alias, Redis and LocalAI), and apart from it
+    the promotion in flight, if any."""
     store = promoter.store
     if domain_id:
         validate_domain_id(domain_id)
         configs = store.get_configs([domain_id])
         open_promotions = store.open_promotions(domain_id)
-        if not configs and not open_promotions:
-            registered_model(promoter, domain_id)
+        newest = store.newest_promotions([domain_id])
+        if not configs and not newest:
+            registered_model(promoter, domain_id)  # an unknown domain is an error
+        domains = {domain_id}
     else:
         configs = {c.domain_id: c for c in store.all_configs()}
         open_promotions = store.open_promotions()
+        newest = store.newest_promotions()
+        pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+        domains = {domain_of(m.name) for m in paged(promoter.client.search_registered_models,
+                                                    filter_string=pattern, max_results=1000)}
+        domains = {d for d in domains if d} | set(configs) | set(newest)
     moving: dict[str, Any] = {}
     for promotion in open_promotions:  # oldest first: the one being carried out
         moving.setdefault(promotion.domain_id, promotion)
     served = _localai_names(promoter)
     rows = []
-    for domain in sorted(set(configs) | set(moving)):
+    for domain in sorted(domains):
         config = configs.get(domain)
+        state, reason = _state(config, moving.get(domain), newest.get(domain),
+                               promoter.targets.redact)
         rows.append({
             "domain_id": domain,
+            "state": state,
+            "reason": reason,
             "model_version": config.model_version if config else None,
             "registry_version": config.registry_version if config else None,
             "semver": config.semver if config else None,
@@ -167,6 +185,28 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
         })
     return rows
+
+
+def _state(config: Any, moving: Any, newest: Any, redact: Callable[[str], str]
+           ) -> tuple[str, str]:
+    """A domain's state in words, and why."""
+    if config is not None:
+        semver = f" {config.semver}" if config.semver else ""
+        reason = f"version {config.registry_version}{semver} ({config.model_version})"
+        if newest is not None and newest.state is State.REJECTED and \
+                newest.registry_version > config.registry_version:
+            reason += f"; version {newest.registry_version} rejected: {outcome_reason(newest)}"
+        return "in production", redact(reason)
+    if moving is not None and moving.state is State.AWAITING_APPROVAL:
+        return "awaiting approval", outcome_reason(moving)
+    if moving is not None:
+        error = f", error: {moving.last_error}" if moving.last_error else ""
+        return "in flight", redact(f"{moving.kind} to version {moving.registry_version} at "
+                                   f"{moving.state}{error}")
+    if newest is not None and newest.state is State.REJECTED:
+        return "rejected", redact(f"version {newest.registry_version}: "
+                                  f"{outcome_reason(newest)}")
+    return "not decided yet", "registered, not yet through the gate (domain-mlflow poll --once)"
 
 
 def _redis_value(promoter: Promoter, domain_id: str) -> str | None:

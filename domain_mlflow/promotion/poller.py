@@ -22,7 +22,7 @@ from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged
 from domain_mlflow.sinks.config_store import domain_lock_name
 from domain_mlflow.sinks.rows import Kind, State
 
@@ -62,17 +62,6 @@ def _failure(what: str, error: BaseException) -> str:
     return f"{what}: {type(error).__name__}: {error}"
 
 
-def _paged(search: Any, **kwargs: Any) -> list[Any]:
-    items: list[Any] = []
-    token = None
-    while True:
-        page = search(max_results=_PAGE, page_token=token, **kwargs)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
-
-
 class Poller:
     def __init__(self, promoter: Promoter, workers: int | None = None) -> None:
         """``workers``: batches processed side by side; by default one against a SQLite
@@ -90,10 +79,11 @@ class Poller:
                 return report
             client = self.promoter.client
             pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
-            versions = _paged(client.search_model_versions, filter_string=pattern)
+            versions = paged(client.search_model_versions, filter_string=pattern, max_results=_PAGE)
             report.versions_seen = len(versions)
             tags = {domain_of(model.name): dict(model.tags)
-                    for model in _paged(client.search_registered_models, filter_string=pattern)}
+                    for model in paged(client.search_registered_models, filter_string=pattern,
+                                         max_results=_PAGE)}
             self._request_new(versions, report)
             self._process_due(report, tags)
             self._apply_reviews(versions, report)
@@ -174,7 +164,8 @@ class Poller:
     def _repair_domains(self, pattern: str, configs: list[Any], versions: list[Any],
                         report: PollReport) -> None:
         promoter, targets = self.promoter, self.promoter.targets
-        models = _paged(promoter.client.search_registered_models, filter_string=pattern)
+        models = paged(promoter.client.search_registered_models, filter_string=pattern,
+                       max_results=_PAGE)
         aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
         run_ids = {(domain_of(v.name), int(v.version)): v.run_id for v in versions}
         for config in configs:

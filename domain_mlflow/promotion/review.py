@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from domain_mlflow.exceptions import PromotionError
+from domain_mlflow.exceptions import ConfigError, PromotionError
 from domain_mlflow.naming import approve_command, validate_domain_id
 from domain_mlflow.promotion.awaiting import close_reviews, review_event
 from domain_mlflow.promotion.engine import Promoter
@@ -46,7 +46,7 @@ def reject(promoter: Promoter, domain_id: str, version: int, *, by: str,
            reason: str) -> dict[str, Any]:
     """Reject ``version`` of ``domain_id``: it is never deployed (unless forced)."""
     if not reason.strip():
-        raise PromotionError("reject needs --reason: say why the version is refused")
+        raise ConfigError("reject needs --reason: say why the version is refused")
     return _review(promoter, domain_id, version, approved=False, by=by, reason=reason)
 
 
@@ -115,7 +115,7 @@ def _review(promoter: Promoter, domain_id: str, version: int, *, approved: bool,
             reason: str, semver: str | None = None) -> dict[str, Any]:
     validate_domain_id(domain_id)
     if not by or not by.strip():
-        raise PromotionError("--by is required: say who decides")
+        raise ConfigError("--by is required: say who decides")
     if semver is not None:
         parse_semver(semver)
     registered_model(promoter, domain_id)

@@ -159,7 +159,8 @@ class SQLiteDatabase(Database):
     @contextlib.contextmanager
     def lock(self, name: str, blocking: bool = True, timeout: float = 60.0) -> Iterator[bool]:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        lock_path = self.path.with_name(f".{self.path.name}.{digest}.lock")
+        # One hidden folder beside the store holds them: `.domain_configs.db.locks/`.
+        lock_path = self.path.with_name(f".{self.path.name}.locks") / f"{digest}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as handle:
             acquired = _flock(handle, blocking, timeout)

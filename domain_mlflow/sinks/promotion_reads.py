@@ -112,6 +112,16 @@ class PromotionReads:
                               "registry_version = %s ORDER BY id", (domain_id, registry_version))
         return [promotion_from_row(row) for row in rows]
 
+    def newest_promotions(self, domain_ids: list[str] | None = None) -> dict[str, Promotion]:
+        """Each domain's newest promotion (optionally of these domains only), in one query."""
+        sql = ("SELECT p.* FROM promotions p JOIN (SELECT domain_id, MAX(id) AS id FROM "
+               "promotions GROUP BY domain_id) m ON p.id = m.id")
+        with self.database.transaction() as tx:
+            rows = tx.execute(sql)
+        newest = {row["domain_id"]: promotion_from_row(row) for row in rows}
+        return newest if domain_ids is None else \
+            {domain: newest[domain] for domain in domain_ids if domain in newest}
+
     def latest_promotions(self, domain_id: str, limit: int = 20) -> list[Promotion]:
         with self.database.transaction() as tx:
             rows = tx.execute(

@@ -42,7 +42,7 @@ def test_a_manual_promotion_the_gate_refuses_exits_1_and_force_needs_a_reason(re
     refused = run_cli("promote", DOMAIN, "--version", str(bad.version))
     assert refused.returncode == 1
     assert "accuracy 0.15 < minimum 0.85" in refused.stdout
-    assert_one_line_error(run_cli("promote", DOMAIN, "--version", str(bad.version), "--force"), 1,
+    assert_one_line_error(run_cli("promote", DOMAIN, "--version", str(bad.version), "--force"), 2,
                     "--force needs --reason")
     forced = run_cli("promote", DOMAIN, "--version", str(bad.version), "--force", "--reason",
                   "hotfix approved by on-call", "--json")
@@ -113,3 +113,31 @@ def test_secrets_stay_out_of_logs_and_mlflow(redis_env, postgres_dsn, tmp_path):
     recorded += [*client.get_model_version(f"domain.{DOMAIN}", version.version).tags.values()]
     for secret in ("pg-s3cret-pw", "api-key-s3cret", "hook-s3cret"):
         assert not any(secret in text for text in recorded), secret
+
+
+def test_status_tells_every_domains_state_aligned(redis_env, monkeypatch):
+    register_domain_version("alpha-in-production", PASSING)
+    register_domain_version("beta-rejected", FAILING)
+    run_cli("poll", "--once")
+    monkeypatch.setenv("PROMOTION_MODE", "manual")
+    register_domain_version("gamma-waiting", PASSING)
+    run_cli("poll", "--once")
+    register_domain_version("delta-new", PASSING)  # no poll since: not through the gate
+
+    rows = {row["domain_id"]: row for row in json.loads(run_cli("status", "--json").stdout)}
+    assert {domain: row["state"] for domain, row in rows.items()} == {
+        "alpha-in-production": "in production", "beta-rejected": "rejected",
+        "gamma-waiting": "awaiting approval", "delta-new": "not decided yet"}
+    assert rows["beta-rejected"]["reason"].startswith("version 1: accuracy 0.15 < minimum 0.85")
+    assert rows["alpha-in-production"]["reason"].startswith("version 1 1.0.0 (")
+    assert "domain-mlflow approve gamma-waiting --version 1 --by NAME" in \
+        rows["gamma-waiting"]["reason"]
+
+    printed = run_cli("status").stdout.splitlines()
+    heads = [line for line in printed if not line.startswith(" ")]
+    assert [line.split("  ")[0] for line in heads] == sorted(rows)
+    reasons_at = {line.index(rows[line.split()[0]]["reason"][:20]) for line in heads}
+    assert len(reasons_at) == 1  # one column, whatever the name and state lengths
+    one = run_cli("status", "beta-rejected")
+    assert one.returncode == 0
+    assert one.stdout.startswith("beta-rejected  rejected  version 1: accuracy 0.15")
