@@ -45,7 +45,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         type=whole_number(1, 4096), default=16,
                         help="LoRA rank (default %(default)s)")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size",
-                        type=whole_number(1, 65_536), default=32)
+                        type=whole_number(1, 65_536), default=32,
+                        help="examples per step, 1 to 65536 (default %(default)s)")
     parser.add_argument("--max-length", "--max_length", dest="max_length",
                         type=whole_number(16, 32768), default=256,
                         help="tokens per example, prompt and completion (default %(default)s)")
