@@ -208,3 +208,12 @@ def test_a_mistyped_command_suggests_the_closest_one(typed, meant):
 def test_force_without_a_reason_is_a_usage_error():
     assert_one_line_error(run_cli("promote", "D", "--version", "1", "--force"), 2,
                           "--force needs --reason")
+
+
+def test_the_dashboard_takes_the_mlflow_ui_url_as_an_option(capsys):
+    args = build_parser().parse_args(["dashboard", "--mlflow-ui-url", "http://127.0.0.1:5055"])
+    assert args.mlflow_ui_url == "http://127.0.0.1:5055"
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["dashboard", "--mlflow-ui-url", "127.0.0.1:5055"])
+    assert exited.value.code == 2
+    assert "is not an http:// or https:// URL" in capsys.readouterr().err

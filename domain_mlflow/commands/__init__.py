@@ -49,6 +49,20 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def http_url(text: str) -> str:
+    """An argparse ``type``: an ``http://`` or ``https://`` URL with a host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.netloc)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an http:// or https:// URL")
+    return text
+
+
 def optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse``, with an empty value meaning "not given" (None): an MLproject parameter
     left at its default of "" passes the option with nothing after it."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain_mlflow.commands import MAX_SECONDS, emit, number, services_of, whole_number
+from domain_mlflow.commands import (
+    MAX_SECONDS,
+    emit,
+    http_url,
+    number,
+    services_of,
+    whole_number,
+)
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -68,7 +75,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
     from dash_app.dashboard import DomainDashboard
     from domain_mlflow.metrics.collector import DomainMetricsCollector
 
-    collector = DomainMetricsCollector(services=services_of(args))
+    collector = DomainMetricsCollector(services=services_of(args),
+                                       mlflow_ui_url=args.mlflow_ui_url)
     DomainDashboard(collector, port=args.port, host=args.host).serve()
     return 0
 
@@ -110,6 +118,10 @@ def register(commands: Any) -> None:
     dashboard.add_argument("--host", help="default $DASHBOARD_HOST or 127.0.0.1")
     dashboard.add_argument("--port", type=whole_number(1, 65535),
                            help="default $DASHBOARD_PORT or 8085")
+    dashboard.add_argument("--mlflow-ui-url", type=http_url, metavar="URL",
+                           help="where your MLflow UI is, for the dashboard's links (default "
+                                "$MLFLOW_UI_URL, else the tracking server, else "
+                                "http://127.0.0.1:5000)")
     dashboard.set_defaults(handler=run_dashboard)
 
     monitor = commands.add_parser("monitor", help="alert on production's live errors and "

@@ -51,13 +51,14 @@ class DomainMetricsCollector:
 
     def __init__(self, localai_url: str | None = None, postgres_dsn: str | None = None, *,
                  settings: Settings | None = None, cache_seconds: float = 30.0,
-                 services: Services | None = None) -> None:
+                 services: Services | None = None, mlflow_ui_url: str | None = None) -> None:
         self.services = services or Services.from_settings(
             settings, postgres_dsn=postgres_dsn, localai_url=localai_url)
         self.settings = self.services.settings
         self.localai_url = self.services.localai_url
         self.postgres_dsn = self.services.postgres_dsn
         self.cache_seconds = cache_seconds
+        self.mlflow_ui_url = mlflow_ui_url
         self._snapshots: dict[int, Snapshot] = {}
         self._lock = threading.Lock()
 
@@ -68,9 +69,12 @@ class DomainMetricsCollector:
         return self.services.client
 
     def ui_url(self) -> str:
-        """Where the MLflow UI is, for links: ``MLFLOW_UI_URL``, or the tracking server."""
-        if self.settings.mlflow_ui_url:
-            return self.settings.mlflow_ui_url.rstrip("/")
+        """Where the MLflow UI is, for links: ``mlflow_ui_url`` (the dashboard's
+        ``--mlflow-ui-url``), else ``MLFLOW_UI_URL``, else the tracking server, else
+        ``http://127.0.0.1:5000`` (where a plain ``mlflow ui`` listens)."""
+        chosen = self.mlflow_ui_url or self.settings.mlflow_ui_url
+        if chosen:
+            return chosen.rstrip("/")
         uri = self.client.tracking_uri
         return uri.rstrip("/") if uri.startswith(("http://", "https://")) else \
             "http://127.0.0.1:5000"

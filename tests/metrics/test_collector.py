@@ -224,3 +224,17 @@ def test_the_metrics_and_export_commands(tmp_path):
     refused = cli("metrics", "../etc")
     assert refused.returncode == 2
     assert refused.stderr.startswith("domain-mlflow: error: domain id '../etc'")
+
+
+def test_links_go_to_the_mlflow_ui_the_user_named(monkeypatch):
+    log_run("sql", "team-a", accuracy=0.9)
+    monkeypatch.setenv("MLFLOW_UI_URL", "http://ui.example:5001/")
+    run = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics("sql")["runs"][0]
+    assert run["url"] == (f"http://ui.example:5001/#/experiments/{run['experiment_id']}"
+                          f"/runs/{run['run_id']}")
+    chosen = DomainMetricsCollector(cache_seconds=0, mlflow_ui_url="http://127.0.0.1:5055")
+    assert chosen.collect_domain_metrics("sql")["runs"][0]["url"].startswith(
+        "http://127.0.0.1:5055/#/experiments/")
+    monkeypatch.delenv("MLFLOW_UI_URL")
+    plain = DomainMetricsCollector(cache_seconds=0).collect_domain_metrics("sql")["runs"][0]
+    assert plain["url"].startswith("http://127.0.0.1:5000/#/")  # a local `mlflow ui`
