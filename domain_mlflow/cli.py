@@ -21,6 +21,7 @@ from domain_mlflow.exceptions import (
     DomainMlflowError,
     TrainingInterrupted,
 )
+from domain_mlflow.redaction import Redactor
 
 __all__ = ["COMMANDS", "add_train_arguments", "build_parser", "main", "run_command", "run_train"]
 
@@ -75,7 +76,7 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     Exit codes: 2 for a mistake in what was given, 1 for a later failure, 128 plus
     the signal's number when SIGINT (130) or SIGTERM (143) stopped the command.
     """
-    redact = _settings_redactor()
+    redact = Redactor.from_environment()
     _configure_logging(getattr(args, "verbose", False), redact)
 
     def fail(text: str, code: int) -> int:
@@ -110,18 +111,6 @@ def _mlflow_error_message(error: Exception) -> str | None:
     if exceptions is None or not isinstance(error, exceptions.MlflowException):
         return None
     return error.message.splitlines()[0]
-
-
-def _settings_redactor() -> Callable[[str], str]:
-    """Knows the secrets of the environment's settings; with settings that do not
-    load (the command reports that), only what parsing finds."""
-    from domain_mlflow.redaction import Redactor
-    from domain_mlflow.settings import load_settings
-
-    try:
-        return Redactor.from_settings(load_settings())
-    except ConfigError:
-        return Redactor()
 
 
 def _configure_logging(verbose: bool, redact: Callable[[str], str]) -> None:

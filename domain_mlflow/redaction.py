@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from domain_mlflow.exceptions import ConfigError
+
 if TYPE_CHECKING:
     from domain_mlflow.settings import Settings
 
@@ -171,6 +173,17 @@ class Redactor:
                     settings.mlflow_ui_url, *urls)
         values = [settings.localai_api_key, settings.webhook_secret]
         return cls([*values, *(secret for url in carriers for secret in secrets_in(url))])
+
+    @classmethod
+    def from_environment(cls) -> Redactor:
+        """Knows the secrets of the environment's settings; with settings that do not
+        load (the caller reports that), only what parsing finds."""
+        from domain_mlflow.settings import load_settings  # settings imports this module
+
+        try:
+            return cls.from_settings(load_settings())
+        except ConfigError:
+            return cls()
 
     def __call__(self, text: object) -> str:
         text = text if isinstance(text, str) else str(text)

@@ -158,6 +158,7 @@ class Settings:
     checkpoint_dir: str = "./checkpoints"
     model_output_dir: str = "./models/domain_models"
     training_max_steps: int = 400
+    progress_seconds: float = 10.0  # where no bar is shown, a progress line at least this often
     pipeline_data_dir: str = "./training_data"
 
 
@@ -233,4 +234,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         training_max_steps=_integer(env, "TRAINING_MAX_STEPS", defaults.training_max_steps, 1,
                                     10_000_000),
         pipeline_data_dir=_raw(env, "PIPELINE_DATA_DIR") or defaults.pipeline_data_dir,
+        progress_seconds=_number(env, "DOMAIN_MLFLOW_PROGRESS_SECONDS", defaults.progress_seconds,
+                                 0.0, 86400.0),
     )

@@ -18,8 +18,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from domain_mlflow.cli import run_command, run_train
+    from domain_mlflow.training.stopping import recording_failures
 
-    return run_command(run_train, make_parser().parse_args(argv))
+    return run_command(recording_failures(run_train), make_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ def _chat_records(n: int) -> list[dict]:
     ]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return env | extra
 
 
 def _mlflow_run(tmp_path: Path, **params: object) -> subprocess.CompletedProcess[str]:
@@ -92,10 +92,46 @@ def test_mlflow_run_on_a_malformed_file_fails_with_the_line_and_registers_nothin
     assert MlflowClient().search_model_versions() == []
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def test_a_failed_mlflow_run_is_named_after_its_domain_and_says_why(small_sql_data, tmp_path):
+    done = _mlflow_run(tmp_path, domain_id="nope", data=small_sql_data, max_steps=2)
+    assert done.returncode != 0
+    assert "domain-mlflow: error:" in done.stderr
+
+    client = MlflowClient()
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlflow.project.entryPoint"] == "train"
+    assert run.data.tags["domain_id"] == "nope"
+    reason = run.data.tags["failure_reason"]
+    assert "no record of domain 'nope'" in reason
+    assert "1 other domain(s): '0x5678-SQLAgent' (40)" in reason
+    assert "-P domain_id=" in reason
+    assert re.fullmatch(r"nope_\d{8}_\d{6}", run.info.run_name)
+    assert client.search_model_versions() == []
+
+
+def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "domain_mlflow.cli", *args], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=600,
-                          check=False)
+                          env=_env(tmp_path, **env), capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+_PROGRESS = re.compile(r"INFO domain_mlflow\.training\.progress: (\w+): (?:step|example) "
+                       r"(\d+) of (\d+) \(\d+%\), [\d.]+ (?:\w+/s|s/\w+), ETA \d+m\d\ds")
+
+
+def test_cli_train_with_piped_output_logs_progress_lines_with_an_eta(tiny_base, small_sql_data,
+                                                                     tmp_path):
+    done = _cli(tmp_path, "train", "--domain-id", "0x5678-SQLAgent", "--data",
+                str(small_sql_data), "--max-steps", "4", "--eval-examples", "3",
+                DOMAIN_MLFLOW_PROGRESS_SECONDS="0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [match.groups() for match in map(_PROGRESS.match, done.stderr.splitlines()) if match]
+    assert [line for line in lines if line[0] == "training"] == [
+        ("training", str(step), "4") for step in range(1, 5)]
+    assert [line for line in lines if line[0] == "evaluation"] == [
+        ("evaluation", str(n), "3") for n in range(1, 4)]
+    assert "\r" not in done.stderr  # no bar drawn into the pipe
 
 
 @pytest.mark.parametrize(

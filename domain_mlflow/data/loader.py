@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -31,6 +32,7 @@ from domain_mlflow.exceptions import (
 
 DEFAULT_MAX_BYTES = 1 << 30
 CHUNK_BYTES = 1 << 20  # how much of a JSON array is read at a time
+MAX_DOMAINS_NAMED = 10  # in the error for a domain the file does not hold
 _BOM = codecs.BOM_UTF8
 
 
@@ -195,6 +197,17 @@ def digest_examples(examples: list[Example]) -> str:
     return digest.hexdigest()
 
 
+def _no_record_of(domain_id: str | None, other_domains: Counter[str]) -> str:
+    """What a file holding only other domains holds instead, and what to pass."""
+    shown = [f"{name[:40]!r} ({count})"
+             for name, count in other_domains.most_common(MAX_DOMAINS_NAMED)]
+    more = len(other_domains) - len(shown)
+    listing = ", ".join(shown) + (f" and {more} more" if more else "")
+    return (f"no record of domain '{domain_id}'; its {other_domains.total()} records are of "
+            f"{len(other_domains)} other domain(s): {listing}. Train one of those: "
+            "-P domain_id=ID with mlflow run, --domain-id ID with domain-mlflow train")
+
+
 def load_training_data(
     path: str | os.PathLike[str],
     domain_id: str | None = None,
@@ -209,7 +222,8 @@ def load_training_data(
     path = os.fspath(path)
     examples: list[Example] = []
     seen: set[tuple[str, str]] = set()
-    total = duplicates = other_domain = 0
+    other_domains: Counter[str] = Counter()
+    total = duplicates = 0
     for location, value in iter_raw_records(path, max_bytes):
         total += 1
         try:
@@ -217,7 +231,7 @@ def load_training_data(
         except RecordProblem as problem:
             raise RecordFormatError(path, str(problem), location) from None
         if domain_id is not None and example.domain_id not in (None, domain_id):
-            other_domain += 1
+            other_domains[example.domain_id] += 1
             continue
         key = (example.prompt, example.completion)
         if key in seen:
@@ -228,14 +242,12 @@ def load_training_data(
     if total == 0:
         raise EmptyDataError(path, "file holds no records")
     if not examples:
-        raise NoUsableRecordsError(
-            path, f"no record of domain '{domain_id}' ({other_domain} of other domains)"
-        )
+        raise NoUsableRecordsError(path, _no_record_of(domain_id, other_domains))
     return LoadedData(
         path=path,
         examples=examples,
         total_records=total,
         duplicates_dropped=duplicates,
-        other_domain_records=other_domain,
+        other_domain_records=other_domains.total(),
         digest=digest_examples(examples),
     )

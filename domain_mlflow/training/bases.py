@@ -12,6 +12,7 @@ from pathlib import Path
 
 from domain_mlflow.exceptions import BaseModelError
 from domain_mlflow.training.base_cache import build_once
+from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS
 from domain_mlflow.training.tiny_base import ensure_tiny_base
 
 _log = logging.getLogger(__name__)
@@ -121,10 +122,12 @@ def ensure_gguf_base(gguf: Path, cache_dir: str | os.PathLike[str]) -> tuple[Pat
 
 
 def resolve_base(base_model: str, cache_dir: str | os.PathLike[str],
-                 progress: bool | None = None) -> ResolvedBase:
+                 progress: bool | None = None,
+                 progress_seconds: float = DEFAULT_INTERVAL_SECONDS) -> ResolvedBase:
     """Find what ``base_model`` names; build the tiny base or convert a GGUF file once."""
     if base_model == TINY:
-        return ResolvedBase(str(ensure_tiny_base(cache_dir, progress=progress)), True, "tiny")
+        folder = ensure_tiny_base(cache_dir, progress=progress, progress_seconds=progress_seconds)
+        return ResolvedBase(str(folder), True, "tiny")
     if base_model in NAMED_BASES or base_model.lower().endswith(GGUF_SUFFIX):
         gguf = (named_base_file(base_model) if base_model in NAMED_BASES
                 else Path(base_model).expanduser())

@@ -15,6 +15,7 @@ from typing import Any
 from domain_mlflow.data.records import Example
 from domain_mlflow.exceptions import ConfigError
 from domain_mlflow.training.features import render_prompt
+from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS, Progress
 
 Normalizer = Callable[[str], str]
 
@@ -110,6 +111,14 @@ def max_new_tokens_for(examples: list[Example], tokenizer: Any, limit: int = 256
     return min(limit, longest + 8)
 
 
+def _timed_generation(model: Any, tokenizer: Any, example: Example,
+                      budget: int) -> tuple[str, float]:
+    """The prediction for ``example`` and how long it took, in milliseconds."""
+    started = time.perf_counter()
+    prediction = generate(model, tokenizer, example.prompt, budget, example.context)
+    return prediction, (time.perf_counter() - started) * 1000.0
+
+
 def evaluate_generation(
     model: Any,
     tokenizer: Any,
@@ -117,11 +126,15 @@ def evaluate_generation(
     normalizer: Normalizer = normalize_text,
     max_new_tokens: int | None = None,
     warmup: int = WARMUP_GENERATIONS,
+    progress: bool | None = None,
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> EvaluationResult:
     """Exact match (after ``normalizer``) of greedy generation, with per-example latency.
 
     A few untimed generations warm the model up first, so that latency reflects
-    steady serving rather than first-call allocation.
+    steady serving rather than first-call allocation. ``progress`` and
+    ``progress_seconds`` are :class:`~domain_mlflow.training.progress.Progress`'s
+    ``bar`` and ``interval_seconds``.
     """
     model.eval()
     budget = max_new_tokens or max_new_tokens_for(examples, tokenizer)
@@ -130,20 +143,21 @@ def evaluate_generation(
     predictions: list[dict[str, Any]] = []
     latencies: list[float] = []
     correct = 0
-    for example in examples:
-        started = time.perf_counter()
-        prediction = generate(model, tokenizer, example.prompt, budget, example.context)
-        latency = (time.perf_counter() - started) * 1000.0
-        hit = normalizer(prediction) == normalizer(example.completion)
-        correct += hit
-        latencies.append(latency)
-        predictions.append({
-            "prompt": example.prompt,
-            "reference": example.completion,
-            "prediction": prediction,
-            "correct": hit,
-            "latency_ms": round(latency, 3),
-        })
+    with Progress("evaluation", len(examples), unit="example", bar=progress,
+                  interval_seconds=progress_seconds) as shown:
+        for done, example in enumerate(examples, start=1):
+            prediction, latency = _timed_generation(model, tokenizer, example, budget)
+            hit = normalizer(prediction) == normalizer(example.completion)
+            correct += hit
+            latencies.append(latency)
+            predictions.append({
+                "prompt": example.prompt,
+                "reference": example.completion,
+                "prediction": prediction,
+                "correct": hit,
+                "latency_ms": round(latency, 3),
+            })
+            shown.update(done)
     return EvaluationResult(
         accuracy=correct / len(examples) if examples else float("nan"),
         latency_ms=statistics.median(latencies) if latencies else float("nan"),

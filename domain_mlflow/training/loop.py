@@ -15,6 +15,7 @@ from domain_mlflow.exceptions import CheckpointError, TrainingDivergedError
 from domain_mlflow.training.distributed import ProcessGroup
 from domain_mlflow.training.features import IGNORE_INDEX, EncodedExample, collate
 from domain_mlflow.training.loss import completion_loss
+from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS, Progress, format_duration
 
 
 class MetricSink(Protocol):
@@ -42,6 +43,8 @@ class LoopConfig:
     # Hand the allocator's freed memory back to the OS after every step (glibc keeps
     # a step's freed activation buffers otherwise, and the next step's peak sits on top).
     trim_memory: bool = False
+    # Where no bar is shown, a progress line at least this often (and every 5% of steps).
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS
 
 
 @dataclass
@@ -109,12 +112,6 @@ def _malloc_trim() -> Callable[[], Any] | None:
     return lambda: trim(0)
 
 
-def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 def estimate_line(description: str, per_step: float, done: int, max_steps: int) -> str:
     """What the rest of a run will cost, from the measured seconds per step."""
     left = max_steps - done
@@ -162,7 +159,7 @@ class TrainingLoop:
         self.pad_token_id = pad_token_id
         self.sink = sink or NullSink()
         self.on_checkpoint = on_checkpoint
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress  # a bar; None: when stderr is a terminal
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
@@ -207,15 +204,14 @@ class TrainingLoop:
             yield step, collate([self.train_examples[i] for i in indices], self.pad_token_id)
 
     def run(self, resume_state: dict[str, Any] | None = None) -> LoopResult:
-        from tqdm.auto import tqdm
-
         start_step, losses = self._restore(resume_state) if resume_state else (0, [])
         self.group.sync_parameters(self.trainable)
         config = self.config
         self.model.train()
         tokens, seconds, val_loss = 0, 0.0, float("nan")
-        bar = tqdm(total=config.max_steps, initial=start_step, disable=not self.progress,
-                   desc=self.description, unit="step")
+        progress = Progress(self.description, config.max_steps, start=start_step,
+                            bar=self.progress, silent=not self.group.is_main,
+                            interval_seconds=config.progress_seconds)
         began, after_first, stopped_early, done = time.monotonic(), 0.0, False, start_step
         trim = _malloc_trim() if config.trim_memory else None
         for step, batch in self._batches(start_step):
@@ -238,8 +234,7 @@ class TrainingLoop:
             losses.append(value)
             done = step + 1
             self.sink.log("training_loss", value, done)
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
+            progress.update(done, loss=f"{value:.4f}")
             if done % config.eval_every == 0 or done == config.max_steps:
                 val_loss = validation_loss(self.model, self.validation_examples, self.pad_token_id)
                 _check_finite("validation_loss", val_loss, done, config.learning_rate)
@@ -255,7 +250,7 @@ class TrainingLoop:
             if out_of_time:
                 stopped_early = True
                 break
-        bar.close()
+        progress.close()
         tokens = int(self.group.total(tokens))
         seconds = self.group.mean(seconds)
         if start_step >= config.max_steps:

@@ -8,6 +8,7 @@ from typing import Any
 
 from domain_mlflow.exceptions import BaseModelError
 from domain_mlflow.training.bases import TINY, ResolvedBase, resolve_base
+from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS
 from domain_mlflow.training.tiny_base import new_tiny_model
 
 # LoRA targets per architecture (``config.model_type``): every attention and MLP
@@ -51,11 +52,15 @@ def lora_target_modules(model: Any) -> list[str] | str:
 
 
 def load_base(base_model: str, cache_dir: str | os.PathLike[str], from_scratch: bool,
-              progress: bool | None = None) -> LoadedBase:
-    """Load the tokenizer and model of ``base_model``; random weights when ``from_scratch``."""
+              progress: bool | None = None,
+              progress_seconds: float = DEFAULT_INTERVAL_SECONDS) -> LoadedBase:
+    """Load the tokenizer and model of ``base_model``; random weights when ``from_scratch``.
+
+    ``progress`` and ``progress_seconds`` show a build the base needs first (the tiny
+    base's pretraining)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    resolved = resolve_base(base_model, cache_dir, progress)
+    resolved = resolve_base(base_model, cache_dir, progress, progress_seconds)
     location, is_local = resolved.location, resolved.is_local
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=is_local)

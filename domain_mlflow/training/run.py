@@ -26,7 +26,11 @@ from domain_mlflow.settings import Settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
 from domain_mlflow.training.distributed import ProcessGroup
-from domain_mlflow.training.stopping import failure_reason, run_status, signals_interrupt_training
+from domain_mlflow.training.stopping import (
+    redacted_failure_reason,
+    run_status,
+    signals_interrupt_training,
+)
 
 # Given the domain and the ModelVersion just registered; returns the deployment result.
 Deploy = Callable[[str, Any], dict[str, Any]]
@@ -138,7 +142,7 @@ class TrainingRun:
                 merged, metrics, evaluated = self._evaluate(outcome)
                 results = self._publish(merged, metrics, outcome, evaluated)
             except BaseException as error:
-                mlflow.set_tag("failure_reason", self.redact(failure_reason(error))[:5000])
+                mlflow.set_tag("failure_reason", redacted_failure_reason(error, self.redact))
                 mlflow.end_run(status=run_status(error))  # start_run's exit would say FAILED
                 raise
             results["experiment_id"] = run.info.experiment_id
@@ -221,11 +225,12 @@ class TrainingRun:
                 max_seconds=config.max_minutes * 60 if config.max_minutes else None,
                 estimate_after=3 if prepared.real_base else None,
                 trim_memory=prepared.real_base,
+                progress_seconds=self.context.settings.progress_seconds,
             ),
             prepared.tokenizer.pad_token_id,
             sink=sink,
             on_checkpoint=on_checkpoint,
-            progress=self.context.progress if self.group.is_main else False,
+            progress=self.context.progress,
             group=self.group,
         )
 
@@ -276,6 +281,8 @@ class TrainingRun:
             resolve_normalizer(config.normalizer, config.domain_id),
             max_new_tokens=max_new_tokens_for(examples, prepared.tokenizer, token_cap),
             warmup=1 if prepared.real_base else 3,
+            progress=self.context.progress,
+            progress_seconds=self.context.settings.progress_seconds,
         )
         metrics = {
             "accuracy": evaluation.accuracy,

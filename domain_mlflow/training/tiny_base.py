@@ -19,6 +19,7 @@ from typing import Any
 
 from domain_mlflow.data.synthetic import pretraining_examples
 from domain_mlflow.training.base_cache import build_once
+from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS
 
 _log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def new_tiny_model(tokenizer: Any, spec: TinyBaseSpec = DEFAULT_SPEC) -> Any:
     return GPT2LMHeadModel(config)
 
 
-def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None) -> None:
+def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None,
+              progress_seconds: float) -> None:
     import torch
     from transformers import AutoTokenizer
 
@@ -135,6 +137,7 @@ def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None) -> None:
         eval_every=spec.pretrain_steps,
         checkpoint_every=max(1, spec.pretrain_steps // 6),
         seed=spec.seed,
+        progress_seconds=progress_seconds,
     )
 
     def checkpoint(step: int, state: dict[str, Any]) -> None:
@@ -162,11 +165,14 @@ def ensure_tiny_base(
     cache_dir: str | os.PathLike[str],
     spec: TinyBaseSpec = DEFAULT_SPEC,
     progress: bool | None = None,
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> Path:
     """Return the cached tiny base's folder, pretraining it first if it is not there.
 
     Safe when several processes ask at once: one builds, the others wait and reuse.
+    ``progress`` and ``progress_seconds`` show the pretraining (see
+    :class:`~domain_mlflow.training.progress.Progress`).
     """
     return build_once(tiny_base_dir(cache_dir, spec),
-                      lambda staging: _pretrain(staging, spec, progress),
+                      lambda staging: _pretrain(staging, spec, progress, progress_seconds),
                       "the tiny base model", resumable=True)

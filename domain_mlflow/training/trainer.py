@@ -70,7 +70,7 @@ class Trainer:
                               f"{group.world_size} training processes; raise it")
         store = CheckpointStore(self.checkpoint_dir, config.domain_id)
         checkpoint = _resume_checkpoint(config, store)
-        prepared = _prepare(config, self.settings.cache_dir)
+        prepared = _prepare(config, self.settings, self.progress)
         if checkpoint:
             _check_resumable(checkpoint, config, prepared.data.digest)
             run_id = checkpoint.training_run_id
@@ -117,7 +117,7 @@ def _new_training_run_id(domain_id: str, store: CheckpointStore) -> str:
     return candidate
 
 
-def _prepare(config: TrainingConfig, cache_dir: str) -> PreparedData:
+def _prepare(config: TrainingConfig, settings: Settings, progress: bool | None) -> PreparedData:
     """Everything that can fail on bad input, done before any MLflow run exists."""
     import torch
 
@@ -131,7 +131,8 @@ def _prepare(config: TrainingConfig, cache_dir: str) -> PreparedData:
         )
     train, validation = split_examples(data.examples, config.validation_fraction, config.seed)
     torch.manual_seed(config.seed)
-    base = load_base(config.base_model, cache_dir, from_scratch=not config.fine_tune)
+    base = load_base(config.base_model, settings.cache_dir, from_scratch=not config.fine_tune,
+                     progress=progress, progress_seconds=settings.progress_seconds)
     model = base.model
     if config.fine_tune:
         model = add_lora(model, config.lora_r, config.lora_alpha)

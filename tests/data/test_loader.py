@@ -129,6 +129,19 @@ def test_a_file_with_only_other_domains_has_no_usable_record(tmp_path):
         load_training_data(path, domain_id="A")
 
 
+def test_no_record_of_the_domain_names_at_most_ten_held_domains_and_what_to_pass(tmp_path):
+    records = [{"domain_id": f"d{n:02d}", "prompt": f"p{n}-{i}", "completion": "c"}
+               for n in range(12) for i in range(1 + (n == 3))]
+    path = write_jsonl(tmp_path / "many.jsonl", records)
+    with pytest.raises(NoUsableRecordsError) as caught:
+        load_training_data(path, domain_id="A")
+    message = str(caught.value)
+    assert "its 13 records are of 12 other domain(s): 'd03' (2), 'd00' (1), 'd01' (1)" in message
+    assert "'d09' (1) and 2 more." in message
+    assert "d10" not in message and "d11" not in message
+    assert "-P domain_id=ID with mlflow run, --domain-id ID with domain-mlflow train" in message
+
+
 def test_malformed_json_names_the_line(tmp_path):
     path = _write(tmp_path / "bad.jsonl",
                   '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": }\n')

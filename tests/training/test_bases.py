@@ -92,6 +92,9 @@ def test_a_killed_tiny_base_build_continues_from_its_own_checkpoint(tmp_path):
     [step] = re.findall(r"continuing the tiny base's pretraining from step (\d+)",
                         second.stderr)
     assert int(step) % 500 == 0 and 0 < int(step) < 3000
+    logged = re.findall(r"pretraining the tiny base \(once\): step (\d+) of 3000 .*, ETA ",
+                        second.stderr)
+    assert len(logged) >= 3 and int(logged[0]) > int(step) and logged[-1] == "3000"
     folder = Path(second.stdout.strip().splitlines()[-1])
     assert (folder / DONE_MARKER).is_file() and (folder / "model.safetensors").is_file()
     assert not (folder / "pretraining-state.pt").exists()
