@@ -36,6 +36,23 @@ def in_flight_line(in_flight: dict[str, Any] | None) -> html.Div | None:
                     className="in-flight" + (" has-error" if in_flight.get("error") else ""))
 
 
+REASON_CHARACTERS = 140
+
+
+def state_line(state: str | None, reason: str | None) -> html.Div | None:
+    """The domain's state in words and colour (class ``state-<state>``), and why,
+    shortened (the whole reason is the tooltip)."""
+    if not state:
+        return None
+    reason = reason or ""
+    short = reason if len(reason) <= REASON_CHARACTERS else \
+        reason[:REASON_CHARACTERS - 1].rstrip() + "…"
+    return html.Div([html.Strong(state, className="state-word"), " ",
+                     html.Span(short, className="state-reason")],
+                    title=reason or None,
+                    className=f"card-state state-{state.replace(' ', '-')}")
+
+
 def domain_card(summary: dict[str, Any]) -> html.Div:
     """The card of one ``domain_summary``; ``data-domain`` names the domain."""
     domain_id = summary["domain_id"]
@@ -47,6 +64,7 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
             html.H3(domain_id, className="card-title"),
             dcc.Link("details →", href=f"/domain/{domain_id}", className="card-link"),
         ], className="card-header"),
+        state_line(summary.get("state"), summary.get("state_reason")),
         html.Div(["production ", html.Strong(production_label(production))],
                  className="card-production" + ("" if production else " muted")),
         in_flight_line(summary.get("in_flight")),

@@ -25,6 +25,7 @@ from domain_mlflow.metrics.deployments import fleet_figures, rates
 from domain_mlflow.metrics.snapshot import Snapshot, existing_store, take_snapshot
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite, rank, summarize, trend
 from domain_mlflow.naming import approve_command, registered_model_name, utc_now
+from domain_mlflow.outcomes import domain_state
 from domain_mlflow.redaction import redact
 from domain_mlflow.registry import version_metrics
 from domain_mlflow.semver import SEMVER_TAG
@@ -148,6 +149,7 @@ class DomainMetricsCollector:
             "trends": {m: trend(m, series[m])["direction"] for m in PERFORMANCE_METRICS},
             "production": self._production(snap, domain_id),
             "in_flight": self._in_flight(snap, domain_id),
+            **self._state(snap, domain_id),
             "requests": usage["requests"],
             "error_rate": quality["error_rate"],
         }
@@ -336,6 +338,16 @@ class DomainMetricsCollector:
                                                promotion.registry_version),
             "url": self.version_url(promotion.domain_id, promotion.registry_version),
         }
+
+    @staticmethod
+    def _state(snap: Snapshot, domain_id: str) -> dict[str, Any]:
+        """``state`` in words and ``state_reason``, as ``domain-mlflow status`` gives them
+        (a decision older than the window is not seen: then "not decided yet")."""
+        waiting = snap.awaiting.get(domain_id) or []
+        moving = snap.in_flight.get(domain_id) or (waiting[-1] if waiting else None)
+        newest = max(snap.promotions.get(domain_id, []), key=lambda p: p.id, default=None)
+        state, reason = domain_state(snap.configs.get(domain_id), moving, newest, redact)
+        return {"state": state, "state_reason": reason}
 
     @staticmethod
     def _in_flight(snap: Snapshot, domain_id: str) -> dict[str, Any] | None:

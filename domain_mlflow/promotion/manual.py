@@ -13,8 +13,9 @@ from typing import Any
 
 from domain_mlflow.exceptions import ConfigError, PromotionError, SinkError, UnknownVersionError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX, registered_model_name, validate_domain_id
+from domain_mlflow.outcomes import domain_state
 from domain_mlflow.promotion.engine import Promoter
-from domain_mlflow.promotion.trigger import outcome_reason, promotion_result
+from domain_mlflow.promotion.trigger import promotion_result
 from domain_mlflow.redaction import redact
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged, production_version
 from domain_mlflow.semver import SEMVER_TAG, parse_semver
@@ -163,8 +164,8 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
     rows = []
     for domain in sorted(domains):
         config = configs.get(domain)
-        state, reason = _state(config, moving.get(domain), newest.get(domain),
-                               promoter.targets.redact)
+        state, reason = domain_state(config, moving.get(domain), newest.get(domain),
+                                     promoter.targets.redact)
         rows.append({
             "domain_id": domain,
             "state": state,
@@ -185,28 +186,6 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
         })
     return rows
-
-
-def _state(config: Any, moving: Any, newest: Any, redact: Callable[[str], str]
-           ) -> tuple[str, str]:
-    """A domain's state in words, and why."""
-    if config is not None:
-        semver = f" {config.semver}" if config.semver else ""
-        reason = f"version {config.registry_version}{semver} ({config.model_version})"
-        if newest is not None and newest.state is State.REJECTED and \
-                newest.registry_version > config.registry_version:
-            reason += f"; version {newest.registry_version} rejected: {outcome_reason(newest)}"
-        return "in production", redact(reason)
-    if moving is not None and moving.state is State.AWAITING_APPROVAL:
-        return "awaiting approval", outcome_reason(moving)
-    if moving is not None:
-        error = f", error: {moving.last_error}" if moving.last_error else ""
-        return "in flight", redact(f"{moving.kind} to version {moving.registry_version} at "
-                                   f"{moving.state}{error}")
-    if newest is not None and newest.state is State.REJECTED:
-        return "rejected", redact(f"version {newest.registry_version}: "
-                                  f"{outcome_reason(newest)}")
-    return "not decided yet", "registered, not yet through the gate (domain-mlflow poll --once)"
 
 
 def _redis_value(promoter: Promoter, domain_id: str) -> str | None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from domain_mlflow.exceptions import ConfigStoreError
 from domain_mlflow.gate import decide
-from domain_mlflow.naming import approve_command, registered_model_name, validate_domain_id
+from domain_mlflow.naming import registered_model_name, validate_domain_id
+from domain_mlflow.outcomes import outcome_reason
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.registry import version_metrics
 from domain_mlflow.services import Services
@@ -15,22 +16,6 @@ from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.config_store import Promotion
 from domain_mlflow.sinks.rows import State
 from domain_mlflow.sinks.targets import ServingTargets
-
-
-def outcome_reason(promotion: Promotion) -> str:
-    """Why a promotion stands where it does, in one line."""
-    if promotion.state is State.DONE:
-        return f"version {promotion.registry_version} is in production"
-    if promotion.state is State.REJECTED:
-        if promotion.decision is not None and not promotion.decision.passed:
-            return promotion.decision.summary()
-        if promotion.approved_by:
-            return f"rejected by {promotion.approved_by}: {promotion.approval_reason}"
-        return promotion.approval_reason or "rejected"
-    if promotion.state is State.AWAITING_APPROVAL:
-        return ("passed the gate; awaiting approval: "
-                + approve_command(promotion.domain_id, promotion.registry_version))
-    return f"pending at {promotion.state}: {promotion.last_error or 'in progress'}"
 
 
 def promotion_result(promotion: Promotion) -> dict[str, Any]:

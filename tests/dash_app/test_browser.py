@@ -22,7 +22,7 @@ from dash_app.app import create_app
 from domain_mlflow.metrics.collector import DomainMetricsCollector
 from tests.fleet_helpers import seed_fleet
 from tests.helpers import open_promotion
-from tests.promotion_helpers import make_promoter, register_domain_version
+from tests.promotion_helpers import FAILING, make_promoter, register_domain_version
 
 pytestmark = pytest.mark.browser
 
@@ -322,3 +322,24 @@ def test_domain_page_draws_each_logged_loss_step_and_the_production_semver(
     facts = wait_for(browser, ".domain-facts")[0].text
     assert f"production {production.tags['model_version']} ({production.tags['semver']})" \
         in facts
+
+
+def test_each_card_states_the_domains_decision_in_words(browser, dashboard_url):
+    rejected = register_domain_version("vector-agent", FAILING)
+    promoter = make_promoter()
+    promoter.request("vector-agent", int(rejected.version))
+    promoter.process_domain("vector-agent")
+    browser.get(dashboard_url + "/")
+    wait_for(browser, ".domain-card", count=len(DOMAINS) + 1)
+    card = browser.find_element("css selector", '.domain-card[data-domain="vector-agent"]')
+    state = card.find_element("css selector", ".card-state")
+    assert "state-rejected" in state.get_attribute("class")
+    assert state.text.lower().startswith("rejected version 1: accuracy 0.15 < minimum 0.85")
+    production = browser.find_element(
+        "css selector", f'.domain-card[data-domain="{PROMOTED}"] .card-state')
+    assert "state-in-production" in production.get_attribute("class")
+    assert production.text.lower().startswith("in production version 1 1.0.0")
+    undecided = browser.find_element(
+        "css selector", '.domain-card[data-domain="med-notes"] .card-state')
+    assert undecided.text.lower().startswith("not decided yet")
+    screenshot(browser, "dashboard-card-states.png")
