@@ -48,4 +48,5 @@ def domain_state(config: Any, moving: Any, newest: Any,
     if newest is not None and newest.state is State.REJECTED:
         return "rejected", redact(f"version {newest.registry_version}: "
                                   f"{outcome_reason(newest)}")
-    return "not decided yet", "no version through the gate yet (domain-mlflow poll --once gates one)"
+    return "not decided yet", ("no version through the gate yet "
+                               "(domain-mlflow poll --once gates one)")
