@@ -65,8 +65,9 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
             dcc.Link("details →", href=f"/domain/{domain_id}", className="card-link"),
         ], className="card-header"),
         state_line(summary.get("state"), summary.get("state_reason")),
+        # The serving version in full; a domain with nothing in production says so above.
         html.Div(["production ", html.Strong(production_label(production))],
-                 className="card-production" + ("" if production else " muted")),
+                 className="card-production") if production else None,
         in_flight_line(summary.get("in_flight")),
         html.Div([metric_line(m, newest.get(m), trends.get(m)) for m in PERFORMANCE_METRICS],
                  className="card-metrics"),

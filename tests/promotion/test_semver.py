@@ -70,7 +70,7 @@ def test_semver_shows_in_status_history_redis_localai_and_can_be_overridden(stac
     [row] = json.loads(run_cli("status", DOMAIN, "--json").stdout)
     assert (row["registry_version"], row["semver"]) == (2, "2.0.0")
     printed = run_cli("status", DOMAIN).stdout
-    assert f"v2 2.0.0 ({second.tags['model_version']})" in printed
+    assert f"in production  version 2 2.0.0 ({second.tags['model_version']})" in printed
     history = json.loads(run_cli("history", DOMAIN, "--json").stdout)
     assert [(e["registry_version"], e["semver"]) for e in history] == [(2, "2.0.0"), (1, "1.0.0")]
     redis_value = RedisSink(os.environ["REDIS_URL"], os.environ["REDIS_KEY_PREFIX"]).get(DOMAIN)
