@@ -20,11 +20,12 @@ from typing import Any
 
 from domain_mlflow.exceptions import ConfigError, PromotionError
 from domain_mlflow.naming import approve_command, validate_domain_id
+from domain_mlflow.outcomes import outcome_reason
 from domain_mlflow.promotion.awaiting import close_reviews, review_event
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.manual import registered_model, set_semver
 from domain_mlflow.promotion.notify import announce
-from domain_mlflow.promotion.trigger import outcome_reason, promotion_result
+from domain_mlflow.promotion.trigger import promotion_result
 from domain_mlflow.semver import parse_semver
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.rows import Kind, Promotion, State, Target, TargetStatus
@@ -65,13 +66,14 @@ def pending(promoter: Promoter) -> list[dict[str, Any]]:
     } for p in promoter.store.awaiting_approval()]
 
 
-def expire(promoter: Promoter) -> list[Promotion]:
-    """Close every version whose wait outlived APPROVAL_TTL_HOURS (none when unset)."""
+def expire(promoter: Promoter, domain_ids: list[str] | None = None) -> list[Promotion]:
+    """Close every version (of these domains; default all) whose wait outlived
+    APPROVAL_TTL_HOURS (none when unset)."""
     ttl = _ttl(promoter)
     if ttl is None:
         return []
     closed = []
-    for promotion in promoter.store.awaiting_approval():
+    for promotion in promoter.store.awaiting_approval(domain_ids):
         if _expired(promotion, ttl):
             with promoter.domain_locked(promotion.domain_id):
                 current = promoter.store.get_promotion(promotion.id)
@@ -87,7 +89,7 @@ def apply_registry_reviews(promoter: Promoter, domain_ids: list[str] | None = No
 
     ``version_tags``: (domain, version) → tags already read this cycle (the poller's
     search); otherwise each waiting version is read from the registry."""
-    expire(promoter)
+    expire(promoter, domain_ids)
     done = []
     for promotion in promoter.store.awaiting_approval(domain_ids):
         key = (promotion.domain_id, promotion.registry_version)
