@@ -19,7 +19,7 @@ from dash_app.components.tables import (
     runs_table,
     versions_table,
 )
-from dash_app.components.trend import trend_arrow
+from dash_app.components.trend import trend_arrow, trend_legend
 
 __all__ = [
     "approval_queue_table",
@@ -40,5 +40,6 @@ __all__ = [
     "store_notice",
     "time_to_live_figure",
     "trend_arrow",
+    "trend_legend",
     "versions_table",
 ]

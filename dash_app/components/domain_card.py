@@ -11,19 +11,20 @@ from dash_app.components.formatting import (
     format_metric,
     in_flight_label,
     last_action_label,
+    metric_label,
     production_label,
 )
 from dash_app.components.trend import trend_arrow
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS
 
 
-def metric_line(metric: str, value: Any, direction: str | None) -> html.Div:
-    """``accuracy 0.912 ↑``: name, formatted value and trend arrow."""
+def metric_line(metric: str, value: Any, trend: dict[str, Any] | None) -> html.Div:
+    """``accuracy 0.912 ↑``: name in words, formatted value and trend arrow."""
     return html.Div([
-        html.Span(metric, className="metric-name"), " ",
+        html.Span(metric_label(metric), className="metric-name"), " ",
         html.Span(format_metric(metric, value), className="metric-value"), " ",
-        trend_arrow(metric, direction),
-    ], className="metric-line")
+        trend_arrow(metric, trend),
+    ], className="metric-line", **{"data-metric": metric})
 
 
 def in_flight_line(in_flight: dict[str, Any] | None) -> html.Div | None:
@@ -57,7 +58,7 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
     """The card of one ``domain_summary``; ``data-domain`` names the domain."""
     domain_id = summary["domain_id"]
     newest = summary.get("newest") or {}
-    trends = summary.get("trends") or {}
+    trends = summary.get("trend_details") or {}
     production = summary.get("production")
     return html.Div([
         html.Div([

@@ -18,6 +18,29 @@ _FORMATS = {
 }
 
 
+# What a metric is called on the page: in words, the unit apart.
+_NAMES = {
+    "accuracy": "accuracy",
+    "latency_ms": "latency",
+    "training_loss": "training loss",
+    "validation_loss": "validation loss",
+    "requests": "requests",
+    "error_rate": "error rate",
+}
+_UNITS = {"latency_ms": "ms"}
+
+
+def metric_name(metric: str) -> str:
+    """The metric in words, without its unit: ``latency_ms`` is "latency"."""
+    return _NAMES.get(metric, metric.replace("_", " "))
+
+
+def metric_label(metric: str) -> str:
+    """The metric in words with its unit: ``latency_ms`` is "latency (ms)"."""
+    unit = _UNITS.get(metric)
+    return f"{metric_name(metric)} ({unit})" if unit else metric_name(metric)
+
+
 def format_metric(metric: str, value: Any) -> str:
     """``value`` as the metric is usually written (accuracy ``0.912``), or "—"."""
     number = finite(value)

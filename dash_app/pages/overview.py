@@ -6,7 +6,7 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, callback, html
 
-from dash_app.components import domain_card, page_heading, store_notice
+from dash_app.components import domain_card, page_heading, store_notice, trend_legend
 from dash_app.components.formatting import format_time
 from dash_app.state import get_collector
 from domain_mlflow.naming import utc_now
@@ -18,6 +18,7 @@ dash.register_page(__name__, path="/", name="Overview", title="Domain models · 
 def layout(**_query: str) -> html.Div:
     return html.Div([
         *page_heading("Domains", "Loading domains…", "overview"),
+        trend_legend(),
         html.Div(id="overview-cards", className="card-grid"),
     ])
 

@@ -142,11 +142,13 @@ class DomainMetricsCollector:
         runs = snap.runs.get(domain_id, [])
         series = {m: [run.data.metrics.get(m) for run in runs] for m in PERFORMANCE_METRICS}
         usage, quality = self._usage(snap, domain_id), self._quality(snap, domain_id)
+        trends = {m: trend(m, series[m]) for m in PERFORMANCE_METRICS}
         return {
             "domain_id": domain_id,
             "runs": len(runs),
             "newest": {m: summarize(m, series[m])["newest"] for m in PERFORMANCE_METRICS},
-            "trends": {m: trend(m, series[m])["direction"] for m in PERFORMANCE_METRICS},
+            "trends": {m: trends[m]["direction"] for m in PERFORMANCE_METRICS},
+            "trend_details": trends,
             "production": self._production(snap, domain_id),
             "in_flight": self._in_flight(snap, domain_id),
             **self._state(snap, domain_id),

@@ -70,3 +70,15 @@ def rank(metric: str, figures: Iterable[tuple[str, Any]]) -> list[str]:
     known = [(d, v) for d, v in scored if v is not None]
     known.sort(key=lambda item: (item[1] if metric in LOWER_IS_BETTER else -item[1], item[0]))
     return [d for d, _ in known] + sorted(d for d, v in scored if v is None)
+
+
+def value_direction(metric: str, direction: str | None) -> str | None:
+    """Which way the value itself moved for a trend ``direction``: "up", "down", "flat"
+    (stable), or None without a trend (lower is better for latency, losses and errors,
+    so an improving latency went down)."""
+    if direction == "stable":
+        return "flat"
+    if direction not in ("improving", "degrading"):
+        return None
+    rose = (direction == "improving") != (metric in LOWER_IS_BETTER)
+    return "up" if rose else "down"

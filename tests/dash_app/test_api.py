@@ -84,6 +84,10 @@ def test_metrics_lists_every_domain_with_its_newest_figures(seeded, client):
     assert domains["sql-agent"]["trends"]["accuracy"] == "improving"
     assert domains["support.bot"]["trends"]["latency_ms"] == "degrading"
     assert domains["legal_qa-2"]["trends"]["accuracy"] == "insufficient_data"
+    # support.bot's latency: 120 ms, then 130.5 ms (8.75% more).
+    assert domains["support.bot"]["trend_details"]["latency_ms"] == {
+        "direction": "degrading", "magnitude": pytest.approx(0.0875), "change": 10.5,
+        "baseline": 120.0, "newest": 130.5, "points": 2}
 
 
 def test_one_domain_has_its_newest_accuracy_and_runs(seeded, client):

@@ -344,3 +344,38 @@ def test_each_card_states_the_domains_decision_in_words(browser, dashboard_url):
         "css selector", '.domain-card[data-domain="med-notes"] .card-state')
     assert undecided.text.lower().startswith("not decided yet")
     screenshot(browser, "dashboard-card-states.png")
+
+
+def _card_arrow(driver, domain_id: str, metric: str):
+    return driver.find_element(
+        "css selector",
+        f'.domain-card[data-domain="{domain_id}"] .metric-line[data-metric="{metric}"] .trend')
+
+
+def test_cards_name_metrics_in_words_and_arrows_show_the_values_way_and_whether_better(
+        browser, dashboard_url):
+    browser.get(dashboard_url + "/")
+    cards = wait_for(browser, ".domain-card", count=len(DOMAINS))
+    for card in cards:
+        for words, key in (("latency (ms)", "latency_ms"), ("training loss", "training_loss"),
+                           ("validation loss", "validation_loss")):
+            assert words in card.text and key not in card.text, card.text
+    # support.bot's training loss fell from a mean of 0.475 to 0.4 (16%): lower is better.
+    loss = _card_arrow(browser, "support.bot", "training_loss")
+    assert loss.text == "↓" and "trend-better" in loss.get_attribute("class")
+    assert loss.get_attribute("title") == \
+        "training loss went down 16% against the runs before — better"
+    # Its latency rose from a mean of 32.5 ms to 40 ms (23%).
+    latency = _card_arrow(browser, "support.bot", "latency_ms")
+    assert latency.text == "↑" and "trend-worse" in latency.get_attribute("class")
+    assert latency.get_attribute("title") == \
+        "latency went up 23% against the runs before — worse"
+    accuracy = _card_arrow(browser, "support.bot", "accuracy")
+    assert accuracy.text == "↓" and "trend-worse" in accuracy.get_attribute("class")
+    lone = _card_arrow(browser, "med-notes", "accuracy")  # one run: no trend
+    assert lone.text == "·"
+    assert lone.get_attribute("title") == "accuracy: not enough runs for a trend (it needs two)"
+    legend = browser.find_element("css selector", ".trend-legend").text
+    assert "better" in legend and "worse" in legend and "not enough runs for a trend" in legend
+    screenshot(browser, "dashboard-card-trends.png")
+
