@@ -1,7 +1,10 @@
 """Pure functions from the collector's data to Dash components and Plotly figures."""
 
 from dash_app.components.charts import (
+    GRAPH_CONFIG,
+    X_AXES,
     comparison_figure,
+    domain_colors,
     loss_curves_figure,
     metric_chart,
     time_to_live_figure,
@@ -22,8 +25,11 @@ from dash_app.components.tables import (
 from dash_app.components.trend import trend_arrow, trend_legend
 
 __all__ = [
+    "GRAPH_CONFIG",
+    "X_AXES",
     "approval_queue_table",
     "comparison_figure",
+    "domain_colors",
     "domain_card",
     "fleet_rows",
     "fleet_table",

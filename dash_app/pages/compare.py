@@ -1,11 +1,12 @@
-"""Compare ("/compare"): the chosen domains side by side, one bar chart per metric."""
+"""Compare ("/compare"): the chosen domains side by side, one bar chart per metric, in
+one order and one colour per domain throughout."""
 
 from __future__ import annotations
 
 import dash
 from dash import Input, Output, State, callback, dcc, html
 
-from dash_app.components import comparison_figure
+from dash_app.components import GRAPH_CONFIG, comparison_figure, domain_colors
 from dash_app.state import get_collector
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS
 
@@ -43,8 +44,9 @@ def draw_charts(chosen: list[str] | None) -> list:
     if not domains:
         return [html.Div("Choose one or more domains above.", className="empty")]
     comparison = collector.get_domain_comparison(domains)
+    colors = domain_colors(sorted(known))  # a domain keeps its colour whatever is chosen
     return [dcc.Graph(id=f"compare-{metric.replace('_', '-')}",
-                      figure=comparison_figure(metric, comparison),
-                      config={"displaylogo": False}, responsive=True,
+                      figure=comparison_figure(metric, comparison, colors),
+                      config=GRAPH_CONFIG, responsive=True,
                       style={"height": "320px"}, className="chart-cell")
             for metric in COMPARED_METRICS]

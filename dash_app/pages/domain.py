@@ -9,6 +9,8 @@ import dash
 from dash import Input, Output, State, callback, dcc, html
 
 from dash_app.components import (
+    GRAPH_CONFIG,
+    X_AXES,
     history_table,
     in_flight_line,
     loss_curves_figure,
@@ -33,34 +35,58 @@ dash.register_page(__name__, path_template="/domain/<domain_id>", name="Domain",
                    order=3)
 
 
+_X_AXIS_CHOICE = [{"label": f" {label}", "value": value} for value, label in X_AXES.items()]
+
+
 def layout(domain_id: str | None = None, **_query: str) -> html.Div:
     return html.Div([
         dcc.Store(id="domain-page-id", data=domain_id),
         html.H1(domain_id or "Domain", id="domain-title"),
         html.Div("Loading…", id="domain-status", className="muted"),
-        html.Div(dcc.Graph(id="metric-chart", config={"displaylogo": False},
-                           responsive=True, style={"height": "560px"}),
-                 id="domain-chart-wrap", style=_HIDDEN),
         html.Div([
-            html.H2("Loss curves"),
-            html.P(f"Every logged step of the newest {CURVE_RUNS} training runs in the time "
-                   "window.", className="muted"),
-            dcc.Graph(id="loss-chart", config={"displaylogo": False}, responsive=True,
-                      style={"height": "360px"}),
-        ], id="loss-chart-wrap", style=_HIDDEN),
+            html.Div([
+                html.Div([
+                    html.Span("x axis:", className="muted"),
+                    dcc.RadioItems(id="metric-x-axis", options=_X_AXIS_CHOICE, value="time",
+                                   inline=True, className="axis-choice"),
+                ], className="chart-controls"),
+                dcc.Graph(id="metric-chart", config=GRAPH_CONFIG, responsive=True,
+                          style={"height": "580px"}),
+            ], id="domain-chart-wrap", style=_HIDDEN),
+            html.Div([
+                html.H2("Loss curves", id="loss-chart-title"),
+                html.P(id="loss-chart-note", className="muted"),
+                dcc.Graph(id="loss-chart", config=GRAPH_CONFIG, responsive=True,
+                          style={"height": "360px"}),
+            ], id="loss-chart-wrap", style=_HIDDEN),
+        ], className="domain-charts"),
         html.Div(id="domain-tables"),
     ])
 
 
 def _missing(message: str) -> tuple[Any, ...]:
-    return html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, {}, _HIDDEN, []
+    return (html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, {}, _HIDDEN,
+            "", "", [])
+
+
+def _loss_heading(runs: int, curves: list[dict[str, Any]]) -> tuple[str, str, int]:
+    """The loss chart's title, its note and its place among the charts: first when the
+    domain has one run, whose curves say more than its lone point."""
+    if runs == 1 and curves:
+        return ("Loss curves of its one run", "The domain has one run so far: every step "
+                "it logged is here, its final figures in the panels below.", 0)
+    return ("Loss curves", f"Every logged step of the newest {CURVE_RUNS} training runs in "
+            "the time window.", 2)
 
 
 @callback(Output("domain-status", "children"), Output("metric-chart", "figure"),
           Output("domain-chart-wrap", "style"), Output("loss-chart", "figure"),
-          Output("loss-chart-wrap", "style"), Output("domain-tables", "children"),
-          Input("refresh-interval", "n_intervals"), State("domain-page-id", "data"))
-def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
+          Output("loss-chart-wrap", "style"), Output("loss-chart-title", "children"),
+          Output("loss-chart-note", "children"), Output("domain-tables", "children"),
+          Input("refresh-interval", "n_intervals"), Input("metric-x-axis", "value"),
+          State("domain-page-id", "data"))
+def render_domain(_ticks: int | None, x_axis: str | None, domain_id: str | None
+                  ) -> tuple[Any, ...]:
     collector = get_collector()
     try:
         if not domain_id or not is_known_domain(collector, domain_id):
@@ -68,17 +94,19 @@ def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
                             "config. Pick one on the overview.")
     except InvalidDomainIdError as error:
         return _missing(f"unknown domain: {error}")
+    x_axis = x_axis if x_axis in X_AXES else "time"
     metrics = collector.collect_domain_metrics(domain_id)
     history = collector.domain_history(domain_id)
     figure = metric_chart(metrics["runs"], collector.thresholds(domain_id), history,
-                          uirevision=domain_id)
-    production = metrics["production"]
+                          uirevision=f"{domain_id}:{x_axis}", x_axis=x_axis,
+                          versions=metrics["versions"])
+    production, runs = metrics["production"], len(metrics["runs"])
     status = html.Div([
         html.Div([
             html.Span(["production ", html.Strong(production_label(production))]),
             in_flight_line(metrics["in_flight"]),
             html.Span(f"last promotion: {last_action_label(production)}"),
-            html.Span(f"{len(metrics['runs'])} runs in the last "
+            html.Span(f"{runs} run{'s' * (runs != 1)} in the last "
                       f"{metrics['time_window_days']} days"),
             html.A("MLflow UI", href=collector.ui_url(), target="_blank", rel="noopener"),
         ], className="domain-facts"),
@@ -94,5 +122,7 @@ def render_domain(_ticks: int | None, domain_id: str | None) -> tuple[Any, ...]:
         runs_table(metrics["runs"]) if metrics["runs"] else
         html.P("No runs in the time window.", className="muted"),
     ]
-    curves = loss_curves_figure(collector.loss_curves(domain_id), uirevision=domain_id)
-    return status, figure, {}, curves, {}, tables
+    curves = collector.loss_curves(domain_id)
+    title, note, place = _loss_heading(runs, curves)
+    return (status, figure, {"order": 1}, loss_curves_figure(curves, uirevision=domain_id),
+            {"order": place}, title, note, tables)

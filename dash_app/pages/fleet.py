@@ -9,6 +9,7 @@ import dash
 from dash import Input, Output, callback, dcc, html
 
 from dash_app.components import (
+    GRAPH_CONFIG,
     approval_queue_table,
     fleet_rows,
     fleet_table,
@@ -32,7 +33,7 @@ def layout(**_query: str) -> html.Div:
                className="muted"),
         fleet_table([]),
         html.H2("Time from registration to live"),
-        dcc.Graph(id="time-to-live-chart", config={"displaylogo": False}, responsive=True,
+        dcc.Graph(id="time-to-live-chart", config=GRAPH_CONFIG, responsive=True,
                   style={"height": "360px"}),
         html.H2("Approval queue"),
         html.Div(id="approval-queue"),

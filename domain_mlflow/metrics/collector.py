@@ -251,6 +251,7 @@ class DomainMetricsCollector:
             "run_id": info.run_id,
             "experiment_id": info.experiment_id,
             "start_time": _from_millis(info.start_time),
+            "end_time": _from_millis(info.end_time),
             "status": info.status,
             "training_run_id": run.data.tags.get("training_run_id"),
             "registry_version": run.data.tags.get("registry_version"),

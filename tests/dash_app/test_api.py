@@ -100,6 +100,7 @@ def test_one_domain_has_its_newest_accuracy_and_runs(seeded, client):
     assert body["performance"]["accuracy"]["best"] == 0.912
     assert [run["accuracy"] for run in body["runs"]] == [0.81, 0.86, 0.912]
     assert all(run["url"].endswith(f"/runs/{run['run_id']}") for run in body["runs"])
+    assert all(run["start_time"] <= run["end_time"] for run in body["runs"])
 
 
 def test_missing_and_nan_metrics_are_null_in_valid_json(client):

@@ -7,6 +7,7 @@ Screenshots go to ``tests/output/`` (git-ignored; CI keeps them as artifacts).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from dash_app.app import create_app
+from dash_app.components.axes import MIN_TIME_PAD
 from domain_mlflow.metrics.collector import DomainMetricsCollector
 from tests.fleet_helpers import seed_fleet
 from tests.helpers import open_promotion
@@ -64,6 +66,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
                      "--disable-dev-shm-usage", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", "--no-first-run",
                      "--window-size=1400,1000",
+                     # A desktop with a mouse: Plotly then shows its toolbar only on hover.
+                     "--blink-settings=primaryHoverType=2,availableHoverTypes=2,"
+                     "primaryPointerType=4,availablePointerTypes=4",
                      f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -232,13 +237,15 @@ CURVE_STEPS = {"training_loss": [2.1, 1.7, 1.2, 0.9, 0.7, 0.55, 0.5],
                "validation_loss": [2.0, 1.1, 0.8]}
 
 
-def log_training_run(domain_id: str) -> None:
-    """A training run as training logs one: its tags, and a loss value per step."""
+def log_training_run(domain_id: str, evaluation: dict[str, float] | None = None) -> None:
+    """A training run as training logs one: its tags, a loss value per step and the
+    ``evaluation`` figures."""
     with mlflow.start_run():
         mlflow.set_tags({"domain_id": domain_id, "training_run_id": f"{domain_id}_20260301_120000"})
         for metric, values in CURVE_STEPS.items():
             for step, value in enumerate(values):
                 mlflow.log_metric(metric, value, step=step * 10)
+        mlflow.log_metrics(evaluation or {})
 
 
 @pytest.fixture
@@ -379,3 +386,128 @@ def test_cards_name_metrics_in_words_and_arrows_show_the_values_way_and_whether_
     assert "better" in legend and "worse" in legend and "not enough runs for a trend" in legend
     screenshot(browser, "dashboard-card-trends.png")
 
+
+# The figure as Plotly drew it: per trace its points, per axis its range (as numbers,
+# dates in milliseconds), the threshold and promotion lines, the x tick labels.
+READ_CHART = """
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+const L = gd._fullLayout;
+const axis = (ref) => L[ref[0] + 'axis' + ref.replace(' domain', '').slice(1)];
+const range = (ax) => ax.range.map((v) => ax.d2l(v));
+return {
+  traces: gd._fullData.filter((t) => t.meta).map((t) => ({
+    metric: t.meta, x: Array.from(t.x, (v) => axis(t.xaxis).d2l(v)), y: Array.from(t.y),
+    xrange: range(axis(t.xaxis)), yrange: range(axis(t.yaxis))})),
+  vlines: L.shapes.filter((s) => s.yref.endsWith('domain')).map((s) => ({
+    x: axis(s.xref).d2l(s.x0), xrange: range(axis(s.xref))})),
+  thresholds: L.shapes.filter((s) => s.xref.endsWith('domain')).map((s) => ({
+    y: s.y0, yrange: range(axis(s.yref))})),
+  notes: L.annotations.map((a) => a.text),
+  ticks: Array.from(gd.querySelectorAll('.xaxislayer-above text'), (t) => t.textContent),
+};
+"""
+
+
+def read_chart(driver, graph_id: str) -> dict:
+    return driver.execute_script(READ_CHART, graph_id)
+
+
+def assert_everything_inside(chart: dict) -> None:
+    """Every point inside its panel's ranges, every line inside the range it crosses."""
+    for trace in chart["traces"]:
+        (left, right), (bottom, top) = trace["xrange"], trace["yrange"]
+        for x, y in zip(trace["x"], trace["y"], strict=True):
+            assert left < x < right and (y is None or bottom < y < top), (trace["metric"], x, y)
+    for line in chart["vlines"]:
+        assert line["xrange"][0] < line["x"] < line["xrange"][1]
+    for line in chart["thresholds"]:
+        assert line["yrange"][0] < line["y"] < line["yrange"][1]
+
+
+def test_domain_chart_holds_every_point_threshold_and_promotion_by_time_and_by_version(
+        browser, dashboard_url):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{dashboard_url}/domain/{PROMOTED}")
+    runs = len(DOMAINS[PROMOTED]) + 1  # and the run of the promoted version, the oldest
+    wait_for(browser, "#metric-chart .scatterlayer .trace .points path.point", count=4 * runs)
+    by_time = read_chart(browser, "metric-chart")
+    assert [len(t["x"]) for t in by_time["traces"]] == [runs] * 4
+    assert len(by_time["vlines"]) == 4  # the promotion, in each panel
+    # Three thresholds drawn to scale; latency's 500 ms is named instead (runs: 30-40 ms).
+    assert len(by_time["thresholds"]) == 3
+    assert "threshold 500.0 ms: far above every run" in by_time["notes"]
+    assert_everything_inside(by_time)
+    assert browser.find_elements("css selector", "#metric-chart .modebar.modebar--hover")
+    assert by_time["ticks"] and not any(re.search(r":\d\d\.\d", t) for t in by_time["ticks"])
+    left, right = by_time["traces"][0]["xrange"]
+    assert right - left >= 2 * MIN_TIME_PAD.total_seconds() * 1000
+    time.sleep(0.5)  # let Plotly finish its transitions before the picture
+    screenshot(browser, "dashboard-domain-by-time.png")
+
+    browser.find_element("css selector", "#metric-x-axis input[value='version']").click()
+    labels = ["v1", *(f"run {n}" for n in range(2, runs + 1))]
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: read_chart(d, "metric-chart")["ticks"][:runs] == labels)
+    by_version = read_chart(browser, "metric-chart")
+    assert [line["x"] for line in by_version["vlines"]] == [1] * 4  # v1's run, in each panel
+    assert_everything_inside(by_version)
+    time.sleep(0.5)
+    screenshot(browser, "dashboard-domain-by-version.png")
+
+
+def test_a_domain_with_one_run_leads_with_its_loss_curves_and_keeps_its_point_in_range(
+        browser):
+    log_training_run("solo-agent", {"accuracy": 0.95, "latency_ms": 42.0})
+    with serving(DomainMetricsCollector(cache_seconds=0)) as url:
+        browser.get(f"{url}/domain/solo-agent")
+        steps = len(CURVE_STEPS["training_loss"])
+        points = wait_for(browser, "#loss-chart g.subplot.xy .scatterlayer .trace .points "
+                          "path.point", count=steps)
+        assert len(points) == steps
+        assert browser.find_element("css selector", "#loss-chart-title").text == \
+            "Loss curves of its one run"
+        top = "return document.getElementById(arguments[0]).getBoundingClientRect().top;"
+        assert browser.execute_script(top, "loss-chart-wrap") < \
+            browser.execute_script(top, "domain-chart-wrap")
+        wait_for(browser, "#metric-chart .scatterlayer .trace .points path.point", count=4)
+        chart = read_chart(browser, "metric-chart")
+        accuracy, latency = chart["traces"][:2]
+        bottom, top_of_axis = accuracy["yrange"]
+        assert bottom < 0.85 < 0.95 < top_of_axis  # the gate's default minimum and the run
+        low, high = latency["yrange"]
+        assert low < 42 < high and high - low < 42  # not squashed under a 500 ms threshold
+        assert "threshold 500.0 ms: far above every run" in chart["notes"]
+        assert_everything_inside(chart)
+        time.sleep(0.5)
+        screenshot(browser, "dashboard-one-run.png")
+
+
+def test_compare_keeps_one_domain_order_and_colour_in_every_chart_and_names_no_traffic(
+        browser, dashboard_url):
+    browser.get(dashboard_url + "/compare")
+    wait_for(browser, "#compare-accuracy .barlayer .point path", count=5)
+    wait_for(browser, "#compare-error-rate .js-plotly-plot")
+    read = ("return Array.from(document.querySelector('#' + arguments[0] + "
+            "' .js-plotly-plot').data, (t) => [t.x, t.marker.color, t.customdata]);")
+    chosen = sorted(DOMAINS)[:5]
+    bars = {metric: browser.execute_script(read, f"compare-{metric.replace('_', '-')}")
+            for metric in ("accuracy", "latency_ms", "training_loss", "validation_loss")}
+    [[_, colors, _]] = bars["accuracy"]
+    for metric, [[domains, metric_colors, _]] in bars.items():
+        assert (domains, metric_colors) == (chosen, colors), metric
+    assert len(set(colors)) == len(chosen)
+    [[_, _, ranks]] = bars["accuracy"]
+    assert ranks[chosen.index("sql-agent")] == "ranked 1 of 5"  # 0.912, the highest
+    assert "best: sql-agent" in browser.find_element("css selector", "#compare-accuracy").text
+    [[_, _, places]] = bars["training_loss"]  # 0.4 for three of them: they share the top
+    assert places == ["ranked 4 of 5", "ranked 1 of 5", "ranked 5 of 5", "ranked 1 of 5",
+                      "ranked 1 of 5"]
+    assert "best: legal_qa-2, sql-agent, support.bot (tied)" in \
+        browser.find_element("css selector", "#compare-training-loss").text
+    for graph in ("compare-requests", "compare-error-rate"):
+        assert browser.execute_script(read, graph) == []
+        assert "no traffic yet" in browser.find_element("css selector", f"#{graph}").text
+    browser.execute_script("document.getElementById('compare-requests').scrollIntoView();")
+    time.sleep(0.5)
+    screenshot(browser, "dashboard-compare-no-traffic.png")

@@ -1,11 +1,45 @@
-"""The dashboard's pure pieces: trend arrows."""
+"""The dashboard's pure pieces: axis ranges and trend arrows."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 
+from dash_app.components.axes import MIN_TIME_PAD, reaches, time_range, value_range
 from dash_app.components.trend import trend_arrow
 from domain_mlflow.metrics.trends import trend
+
+
+@pytest.mark.parametrize(("values", "threshold"), [
+    ([0.85, 0.88, 0.912, 0.95], 0.85),
+    ([0.95], 0.85),
+    ([0.2, 0.5, 0.45, 0.4], 0.3),
+    ([1200.0, 1350.0], 1000.0),
+    ([0.0, 0.0], None),
+])
+def test_a_value_range_holds_every_value_and_a_near_threshold_between_ticks(
+        values, threshold):
+    (bottom, top), step = value_range(values, threshold)
+    shown = [*values, threshold] if threshold is not None else values
+    # Inside, or on a bottom of zero: a range of values never negative stops there.
+    assert all(bottom < v < top or v == bottom == 0 for v in shown)
+    assert bottom >= 0
+    assert (top - bottom) / step == pytest.approx(round((top - bottom) / step))
+    assert bottom / step == pytest.approx(round(bottom / step))
+
+
+def test_a_threshold_far_from_the_values_stays_off_their_scale():
+    assert not reaches([30.0, 40.0], 500.0)
+    (bottom, top), _ = value_range([30.0, 40.0], 500.0)
+    assert bottom < 30 < 40 < top < 100
+
+
+def test_a_time_range_pads_runs_seconds_apart_to_minutes():
+    first = datetime(2026, 12, 1, 8, 19, 31)
+    start, end = time_range([first, first + timedelta(milliseconds=200)])
+    assert start == first - MIN_TIME_PAD and end - start >= 2 * MIN_TIME_PAD
+    assert time_range([]) is None
 
 
 @pytest.mark.parametrize(("metric", "values", "arrow", "verdict", "title"), [
