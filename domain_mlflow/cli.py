@@ -14,6 +14,7 @@ from domain_mlflow.commands import EXIT_FAILURE, EXIT_USAGE
 from domain_mlflow.commands import metrics as metrics_commands
 from domain_mlflow.commands import pipeline as pipeline_commands
 from domain_mlflow.commands import promotion as promotion_commands
+from domain_mlflow.commands import rollout as rollout_commands
 from domain_mlflow.commands.train import add_train_arguments, run_train
 from domain_mlflow.exceptions import (
     ConfigError,
@@ -27,8 +28,8 @@ __all__ = ["COMMANDS", "add_train_arguments", "build_parser", "main", "run_comma
 
 
 COMMANDS = ("train", "pipeline", "demo", "poll", "webhook", "promote", "approve", "reject",
-            "pending", "rollback", "history", "status", "sync", "metrics", "export", "dashboard",
-            "monitor")
+            "pending", "rollback", "history", "status", "sync", "canary", "ab", "metrics",
+            "export", "dashboard", "monitor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train).set_defaults(handler=run_train)
     pipeline_commands.register(commands)
     promotion_commands.register(commands)
+    rollout_commands.register(commands)
     metrics_commands.register(commands)
     return parser
 

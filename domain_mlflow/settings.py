@@ -150,6 +150,10 @@ class Settings:
     champion_challenger: bool = False
     promotion_mode: str = "auto"  # auto | manual; the registered-model tag promotion.mode wins
     approval_ttl_hours: float | None = None  # a version awaiting approval expires after this
+    # Rollouts (canary, A/B): the tests' confidence, and how much slower a canary may be.
+    rollout_confidence: float = 0.95
+    canary_latency_tolerance: float = 0.2  # p95 may exceed production's by this fraction
+    canary_latency_slack_ms: float = 10.0  # ... plus this many milliseconds
     promotion_retry_base_seconds: float = 2.0
     promotion_retry_max_seconds: float = 300.0
     config_store_path: str | None = None
@@ -222,6 +226,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         promotion_mode=promotion_mode("PROMOTION_MODE", _raw(env, "PROMOTION_MODE") or "auto"),
         approval_ttl_hours=(_number(env, "APPROVAL_TTL_HOURS", 0.0, 0.0001, 87_600.0)
                             if _raw(env, "APPROVAL_TTL_HOURS") else None),
+        rollout_confidence=_number(env, "ROLLOUT_CONFIDENCE", 0.95, 0.5, 0.9999),
+        canary_latency_tolerance=_number(env, "CANARY_LATENCY_TOLERANCE", 0.2, 0.0, 100.0),
+        canary_latency_slack_ms=_number(env, "CANARY_LATENCY_SLACK_MS", 10.0, 0.0, 3_600_000.0),
         promotion_retry_base_seconds=_number(env, "PROMOTION_RETRY_BASE_SECONDS", 2.0, 0.01,
                                              3600.0),
         promotion_retry_max_seconds=_number(env, "PROMOTION_RETRY_MAX_SECONDS", 300.0, 0.01,

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import hmac
 import json
+import math
 import os
 import queue
 import re
@@ -144,6 +145,7 @@ class LocalAIDouble:
         self._files: dict[str, Path] = {}
         self._fail: dict[str, list[int]] = {}
         self._hang: dict[str, float] = {}
+        self._behaviour: dict[str, Json] = {}  # model name -> delay, error rate, count
         self._jobs: dict[str, Json] = {}  # job uuid -> OpStatus
         self._queue: queue.Queue[tuple[str, str, float] | None] = queue.Queue()
         self._stopped = threading.Event()
@@ -206,10 +208,32 @@ class LocalAIDouble:
         with self._lock:
             self._hang[route_prefix] = seconds
 
+    def behave(self, model: str, *, delay_seconds: float = 0.0, error_rate: float = 0.0
+               ) -> None:
+        """Inference asked for ``model`` (a versioned name) sleeps ``delay_seconds`` and
+        fails with 500 at ``error_rate``, spread evenly (the k-th request fails when
+        floor(k * rate) grows): one arm of a rollout slower or erroring."""
+        with self._lock:
+            self._behaviour[model] = {"delay": delay_seconds, "rate": error_rate, "count": 0}
+
     def clear_faults(self) -> None:
         with self._lock:
             self._fail.clear()
             self._hang.clear()
+            self._behaviour.clear()
+
+    def _behave(self, model: str) -> None:
+        with self._lock:
+            behaviour = self._behaviour.get(model)
+            if behaviour is None:
+                return
+            behaviour["count"] += 1
+            count, rate, delay = behaviour["count"], behaviour["rate"], behaviour["delay"]
+        if delay:
+            time.sleep(delay)
+        if math.floor(count * rate) > math.floor((count - 1) * rate):
+            # A backend's failure: InferenceEndpoint's error through HTTPErrorHandler.
+            raise error(500, f"rpc error: code = Unknown desc = {model} failed to generate")
 
     def model_names(self) -> list[str]:
         """The config names (aliases included) the loader holds, sorted: what ListModels
@@ -548,6 +572,7 @@ class LocalAIDouble:
         with self._lock:
             model = str(r.body.get("model") or next(iter(sorted(self.configs)), "gpt-4o"))
         folder = self._load(self._resolve(model)).name
+        self._behave(model)
         chat = r.path.endswith("/chat/completions")
         messages = [m for m in r.body.get("messages") or [] if isinstance(m, dict)]
         users = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]

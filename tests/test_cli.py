@@ -154,6 +154,13 @@ NUMERIC_OPTIONS = {
     ("train", "--max-minutes"): (_TRAIN, ["0", "-5", "nan"]),
     ("train", "--eval-examples"): (_TRAIN, ["0", "-1"]),
     ("train", "--max-new-tokens"): (_TRAIN, ["0", "4097"]),
+    ("canary", "--version"): (["canary", "start", "D"], ["0", str(2**31)]),
+    ("canary", "--min-requests"): (["canary", "start", "D"], ["0", "-1"]),
+    ("canary", "--bake-minutes"): (["canary", "start", "D"], ["-1", "nan", "100001"]),
+    ("ab", "--version"): (["ab", "start", "D"], ["0", "-3"]),
+    ("ab", "--min-requests"): (["ab", "start", "D"], ["0"]),
+    ("ab", "--percent"): (["ab", "start", "D"], ["0", "101", "inf"]),
+    ("ab", "--max-requests"): (["ab", "start", "D"], ["1", "100000001"]),
 }
 
 

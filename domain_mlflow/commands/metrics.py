@@ -88,9 +88,14 @@ def run_monitor(args: argparse.Namespace) -> int:
     monitor = Monitor(promoter_for(args, "monitor"))
     if args.once:
         alerts = monitor.check_once()
-        emit(alerts, args.json, lambda found: print(
-            "\n".join(f"{a['domain_id']}: {a['kind']} {a['value']:.4g} > {a['threshold']:.4g} "
-                      f"({a['action']})" for a in found) or "no alert"))
+        decisions = monitor.evaluate_rollouts()
+        emit({"alerts": alerts, "rollouts": decisions} if args.json else alerts, args.json,
+             lambda found: print(
+                 "\n".join([f"{a['domain_id']}: {a['kind']} {a['value']:.4g} > "
+                            f"{a['threshold']:.4g} ({a['action']})" for a in found]
+                           + [f"{d['domain_id']}: {d['kind']} at {d['percent']:g}%: "
+                              f"{d['decision']} ({d['why']})" for d in decisions])
+                 or "no alert, no rollout running"))
         return 0
     print(f"watching production every {args.interval:g}s; Ctrl-C stops", flush=True)
     monitor.run(args.interval, stop_on_signals())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 import threading
 import time
 import uuid
@@ -14,6 +16,7 @@ from domain_mlflow.naming import validate_domain_id
 from domain_mlflow.services import Services
 from domain_mlflow.settings import Settings
 from domain_mlflow.sinks.database import utc_now
+from domain_mlflow.sinks.rollouts import CANDIDATE_ARM, PRODUCTION_ARM
 from domain_mlflow.sinks.telemetry_store import ServingRequest, TelemetryStore, query_pattern
 
 # How long a resolved serving pointer is used without asking again; a publish on the
@@ -22,13 +25,15 @@ POINTER_TTL_SECONDS = 5.0
 
 
 class DomainClient:
-    """Completion requests to one domain's production version, each one recorded.
+    """Completion requests to one domain's production version (or, while a canary or
+    A/B test runs, to the candidate for its share: :meth:`route`), each one recorded.
 
     The serving name and version come from Redis when it is configured, else from
     the config store, and are kept for ``pointer_ttl_seconds`` (or until a promotion
     of the domain is published on Redis). LocalAI is asked for the version's own
     config (its name is the model version), the serving name only when no version is
-    known; the record keeps the serving name and the version that answered, a request
+    known; the record keeps the serving name and the version that answered (with the
+    arm and rollout id during a rollout), a request
     id (``last_request_id``), latency, status, LocalAI's HTTP status (None when there
     was no answer), tokens and the query pattern. Records are written off the request
     path by a :class:`TelemetryRecorder` (batched; ``close()`` or leaving a ``with``
@@ -52,7 +57,7 @@ class DomainClient:
         self._client: Any = None
         self._recorder = recorder
         self._owns_recorder = recorder is None
-        self._pointer: tuple[float, tuple[str, str | None]] | None = None
+        self._pointer: tuple[float, tuple[str, str | None, dict[str, Any] | None]] | None = None
         self._pointer_lock = threading.Lock()
         self._subscription: Any = None
 
@@ -60,6 +65,29 @@ class DomainClient:
 
     def resolve(self) -> tuple[str, str | None]:
         """(serving name, model version) of the domain's production model."""
+        serving_name, model_version, _split = self._pointer_now()
+        return serving_name, model_version
+
+    def route(self, routing_key: str | None = None) -> tuple[str, str | None, str | None,
+                                                              int | None]:
+        """(serving name, version to call, arm, rollout id) of one request. While a
+        canary or A/B test splits the domain's traffic, its share of requests goes to
+        the candidate version: by ``routing_key`` (the same key, the same arm) or at
+        random; otherwise the arm and rollout id are None."""
+        serving_name, model_version, split = self._pointer_now()
+        if not split:
+            return serving_name, model_version, None, None
+        rollout_id = int(split["rollout_id"])
+        if routing_key is None:
+            bucket = random.random() * 100.0
+        else:
+            digest = hashlib.sha256(f"{rollout_id}:{routing_key}".encode()).digest()
+            bucket = int.from_bytes(digest[:8], "big") / 2 ** 64 * 100.0
+        if bucket < float(split["percent"]):
+            return serving_name, str(split["model_version"]), CANDIDATE_ARM, rollout_id
+        return serving_name, model_version, PRODUCTION_ARM, rollout_id
+
+    def _pointer_now(self) -> tuple[str, str | None, dict[str, Any] | None]:
         with self._pointer_lock:
             if self._pointer and self._pointer[0] > time.monotonic():
                 return self._pointer[1]
@@ -68,7 +96,7 @@ class DomainClient:
             self._pointer = (time.monotonic() + self.pointer_ttl_seconds, pointer)
         return pointer
 
-    def _read_pointer(self) -> tuple[str, str | None]:
+    def _read_pointer(self) -> tuple[str, str | None, dict[str, Any] | None]:
         redis = self.services.redis
         if redis is not None:
             self._watch(redis)
@@ -77,11 +105,11 @@ class DomainClient:
             except SinkError:
                 value = None  # Redis is a cache here: fall back to the store of record
             if value:
-                return value["serving_name"], value.get("model_version")
+                return value["serving_name"], value.get("model_version"), value.get("split")
         config = self.services.store.get_config(self.domain_id)
         if config is None:
             raise PromotionError(f"domain {self.domain_id!r} has no model in production")
-        return config.serving_name, config.model_version
+        return config.serving_name, config.model_version, config.split
 
     def _watch(self, redis: Any) -> None:
         """Subscribe once to the serving channel: a publish for this domain drops the
@@ -100,10 +128,11 @@ class DomainClient:
 
     # --- requests ---------------------------------------------------------------------
 
-    def complete(self, prompt: str, max_tokens: int = 64, *,
-                 request_id: str | None = None) -> str:
-        """The production model's completion of ``prompt``; its record's id is
-        ``request_id`` (default: a new UUID), kept in ``last_request_id``."""
+    def complete(self, prompt: str, max_tokens: int = 64, *, request_id: str | None = None,
+                 routing_key: str | None = None) -> str:
+        """The domain's completion of ``prompt``; its record's id is ``request_id``
+        (default: a new UUID), kept in ``last_request_id``. ``routing_key`` (e.g. a user
+        id) keeps a caller on one arm while a rollout splits the traffic."""
         from domain_mlflow.sinks.localai import LocalAIClient
 
         if not self.localai_url:
@@ -112,20 +141,21 @@ class DomainClient:
             # One attempt: a failure is part of the record, retrying is the caller's choice.
             self._client = LocalAIClient(self.localai_url, self.api_key, timeout=self.timeout,
                                          retries=1)
-        serving_name, model_version = self.resolve()
+        serving_name, model_version, arm, rollout_id = self.route(routing_key)
         self.last_request_id = request_id = request_id or uuid.uuid4().hex
         started, clock = utc_now(), time.perf_counter()
+        where = {"request_id": request_id, "serving_name": serving_name,
+                 "model_version": model_version, "arm": arm, "rollout_id": rollout_id}
         try:
             # The version's own config, not the alias: a promotion or rollback that moves the
             # alias meanwhile must not make the record name a version that did not answer.
             body = self._client.complete(model_version or serving_name, prompt,
                                          max_tokens=max_tokens)
         except SinkError as error:
-            self._record(request_id, serving_name, model_version, started, clock, prompt,
-                         error=error)
+            self._record(where, started, clock, prompt, error=error)
             raise
         usage = body.get("usage") or {}
-        self._record(request_id, serving_name, model_version, started, clock, prompt,
+        self._record(where, started, clock, prompt,
                      prompt_tokens=usage.get("prompt_tokens"),
                      completion_tokens=usage.get("completion_tokens"))
         return str(body["choices"][0].get("text", ""))
@@ -153,20 +183,17 @@ class DomainClient:
         """Records this client could not queue or write (also recorded in the store)."""
         return self._recorder.dropped_total if self._recorder else 0
 
-    def _record(self, request_id: str, serving_name: str, model_version: str | None,
-                started: Any, clock: float, prompt: str, error: SinkError | None = None,
-                **tokens: Any) -> None:
+    def _record(self, where: dict[str, Any], started: Any, clock: float, prompt: str,
+                error: SinkError | None = None, **tokens: Any) -> None:
         self.recorder.record(ServingRequest(
             domain_id=self.domain_id,
-            serving_name=serving_name,
-            model_version=model_version,
             started_at=started,
             latency_ms=(time.perf_counter() - clock) * 1000.0,
             status="error" if error else "ok",
             query_pattern=query_pattern(prompt),
             http_status=error.status if error else 200,
             error=str(error)[:500] if error else None,
-            request_id=request_id,
+            **where,
             **tokens,
         ), self.domain_id)
 

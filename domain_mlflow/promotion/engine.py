@@ -3,6 +3,8 @@
     pending ─gate─▶ approved ─▶ servable ─▶ config_written ─▶ redis_synced ─▶ localai_synced ─▶ done
        │   └─ manual mode ─▶ awaiting_approval ─approve─▶ approved
        │                            └─ reject, superseded, expired ─▶ rejected
+       ├─ canary / A/B start ─▶ in_rollout ─promote─▶ approved
+       │                              └─ abort, concluded ─▶ rejected
        └──────────▶ rejected
 
 The new version is made servable first (LocalAI: merged model exported, versioned
@@ -175,9 +177,12 @@ class Promoter:
         """:meth:`process_domains` for domains whose locks the caller holds."""
         # Under their locks only this promoter writes these domains' configs: read them once.
         configs = self.store.get_configs(domain_ids)
+        # A canary or A/B test decides its domain's next move: the others wait for it.
+        trying = {rollout.domain_id for rollout in self.store.active_rollouts(domain_ids)}
         queues: dict[str, list[Promotion]] = {}
         for promotion in self.store.open_promotions_of(domain_ids, due_only=True):
-            queues.setdefault(promotion.domain_id, []).append(promotion)
+            if promotion.domain_id not in trying:
+                queues.setdefault(promotion.domain_id, []).append(promotion)
         finished: list[Promotion] = []
         while queues:
             # Each domain's oldest promotion; the domain's later ones wait for it.

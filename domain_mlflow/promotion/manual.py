@@ -53,6 +53,7 @@ def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = F
     check_promote_arguments(force, reason, semver)
     model = registered_model(promoter, domain_id)
     with promoter.domain_locked(domain_id):
+        refuse_during_rollout(promoter, domain_id)
         promoter.process_locked([domain_id])
         if semver is not None:
             set_semver(promoter, domain_id, version, semver)
@@ -70,6 +71,17 @@ def promote(promoter: Promoter, domain_id: str, version: int, *, force: bool = F
         return _move(promoter, domain_id, version, Kind.FORCE if force else Kind.PROMOTE,
                      f"manual:{domain_id}:{version}:{uuid.uuid4().hex}",
                      reason or f"promoted by hand to version {version}")
+
+
+def refuse_during_rollout(promoter: Promoter, domain_id: str) -> None:
+    """A canary or A/B test decides the domain's next move: a hand-made one waits."""
+    rollout = promoter.store.active_rollout(domain_id)
+    if rollout is not None:
+        command = "canary" if rollout.kind == "canary" else "ab"
+        raise PromotionError(
+            f"{domain_id} has a {command} of version {rollout.registry_version} "
+            f"{rollout.state}: end it first (domain-mlflow {command} abort|promote "
+            f"{domain_id} --by NAME)")
 
 
 def check_promote_arguments(force: bool, reason: str, semver: str | None) -> None:
@@ -99,6 +111,7 @@ def rollback(promoter: Promoter, domain_id: str, to: int | None = None,
     """Move production back to ``to`` (default: the version production replaced)."""
     registered_model(promoter, domain_id)
     with promoter.domain_locked(domain_id):
+        refuse_during_rollout(promoter, domain_id)
         promoter.process_locked([domain_id])
         current = promoter.store.get_config(domain_id)
         if current is None:

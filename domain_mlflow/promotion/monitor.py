@@ -5,7 +5,8 @@ last ``MONITOR_WINDOW_SECONDS``: with at least ``ALERT_MIN_REQUESTS`` of them, a
 error rate above ``ALERT_ERROR_RATE_THRESHOLD`` or a p95 latency above
 ``ALERT_LATENCY_THRESHOLD_MS`` raises an alert: logged, recorded in the config store,
 published on Redis (``{prefix}:alerts``), POSTed to ``ALERT_WEBHOOK_URL`` when set,
-and, with ``AUTO_ROLLBACK=true``, production is rolled back.
+and, with ``AUTO_ROLLBACK=true``, production is rolled back. Each cycle also decides
+the running canaries and A/B tests (:meth:`Monitor.evaluate_rollouts`).
 """
 
 from __future__ import annotations
@@ -97,11 +98,24 @@ class Monitor:
         announce(self.promoter.targets.redis, self.settings.alert_webhook_url, "alerts", alert,
                  self.redact)
 
+    def evaluate_rollouts(self) -> list[dict[str, Any]]:
+        """Decide each running canary's or A/B test's step (``promotion.rollout``), after
+        rewriting any of their Redis keys that drifted from the config store."""
+        from domain_mlflow.promotion.rollout import evaluate_all, repair_redis
+
+        try:
+            repair_redis(self.promoter)
+        except DomainMlflowError as error:  # Redis down: clients read the config store
+            _log.warning("could not repair the rollouts' Redis keys: %s",
+                         self.redact(str(error)))
+        return evaluate_all(self.promoter)
+
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         while not stop.is_set():
-            try:
-                self.check_once()
-            except Exception:  # a daemon keeps watching
-                _log.exception("monitor check failed")
+            for check in (self.check_once, self.evaluate_rollouts):
+                try:
+                    check()
+                except Exception:  # a daemon keeps watching
+                    _log.exception("monitor %s failed", check.__name__)
             stop.wait(interval)

@@ -20,6 +20,7 @@ from domain_mlflow.exceptions import PromotionError
 from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
 from domain_mlflow.sinks.migrations import apply_migrations
 from domain_mlflow.sinks.promotion_reads import PromotionReads
+from domain_mlflow.sinks.rollouts import RolloutRecords
 from domain_mlflow.sinks.rows import (
     OPEN_STATES,
     DomainConfig,
@@ -47,7 +48,7 @@ class ConfigWrite:
     targets: dict[str, str]
 
 
-class ConfigStore(PromotionReads):
+class ConfigStore(PromotionReads, RolloutRecords):
     """Reads and writes of the config store; every method is one transaction."""
 
     def __init__(self, database: Database) -> None:
@@ -143,8 +144,8 @@ class ConfigStore(PromotionReads):
         with self.database.transaction() as tx:
             rows = tx.execute(
                 "SELECT h.* FROM domain_config_history h JOIN (SELECT domain_id, MAX(id) AS id "
-                "FROM domain_config_history WHERE action NOT IN ('reject', 'approve') "
-                "GROUP BY domain_id) m "
+                "FROM domain_config_history WHERE action IN "
+                "('promote', 'force_promote', 'rollback') GROUP BY domain_id) m "
                 "ON h.id = m.id"
             )
         return {row["domain_id"]: history_from_row(row) for row in rows}
@@ -343,19 +344,21 @@ class ConfigStore(PromotionReads):
 
     def _history(self, tx: Transaction,
                  entries: list[tuple[Promotion, str, str, int | None, int | None]],
-                 actor: str | None = None) -> None:
+                 actor: str | None = None, evidence: dict[str, Any] | None = None) -> None:
         """History rows: (promotion, action, reason, previous version, version_number);
-        the actor is the promotion's unless ``actor`` is given."""
+        the actor is the promotion's unless ``actor`` is given; ``evidence``: a rollout's
+        decision."""
         now = utc_now()
         tx.execute_many(
             "INSERT INTO domain_config_history (domain_id, action, registry_version, "
             "model_version, previous_registry_version, version_number, actor, reason, metrics, "
-            "promotion_id, created_at, semver) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "promotion_id, created_at, semver, evidence) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (promotion_id, action) DO NOTHING",
             [(promotion.domain_id, action, promotion.registry_version, promotion.model_version,
               previous, number, actor or promotion.actor, reason, json.dumps(promotion.metrics),
-              promotion.id, now, promotion.semver)
+              promotion.id, now, promotion.semver,
+              json.dumps(evidence, default=str) if evidence is not None else None)
              for promotion, action, reason, previous, number in entries],
         )
 

@@ -126,6 +126,45 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "CREATE INDEX telemetry_drops_domain_time ON telemetry_drops (domain_id, recorded_at)",
     ]),
+    (6, "progressive delivery: canary and A/B rollouts, the arm that answered", [
+        "ALTER TABLE domain_configs ADD COLUMN split TEXT",
+        "ALTER TABLE serving_requests ADD COLUMN rollout_id INTEGER",
+        "ALTER TABLE serving_requests ADD COLUMN arm TEXT",
+        "CREATE INDEX serving_requests_rollout ON serving_requests (rollout_id, started_at)",
+        "ALTER TABLE domain_config_history ADD COLUMN evidence TEXT",
+        """CREATE TABLE rollouts (
+            id {id},
+            domain_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            promotion_id INTEGER NOT NULL,
+            registry_version INTEGER NOT NULL,
+            model_version TEXT NOT NULL,
+            baseline_registry_version INTEGER NOT NULL,
+            baseline_model_version TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            step_index INTEGER NOT NULL,
+            percent DOUBLE PRECISION NOT NULL,
+            state TEXT NOT NULL,
+            step_started_at {ts} NOT NULL,
+            evidence TEXT,
+            outcome TEXT,
+            actor TEXT NOT NULL,
+            created_at {ts} NOT NULL,
+            updated_at {ts} NOT NULL
+        )""",
+        "CREATE INDEX rollouts_domain ON rollouts (domain_id, state)",
+        """CREATE TABLE rollout_decisions (
+            id {id},
+            rollout_id INTEGER NOT NULL,
+            step_index INTEGER NOT NULL,
+            percent DOUBLE PRECISION NOT NULL,
+            decision TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_at {ts} NOT NULL,
+            UNIQUE (rollout_id, step_index)
+        )""",
+    ]),
 ]
 
 

@@ -23,6 +23,9 @@ class State(StrEnum):
     PENDING = "pending"  # requested, not yet gated
     # passed the gate in manual mode: waits for a person's approval; nothing is synced
     AWAITING_APPROVAL = "awaiting_approval"
+    # passed the gate and serves a share of live traffic (a canary or an A/B test); the
+    # rollout's evaluator moves it on: to approved (promote) or rejected (abort)
+    IN_ROLLOUT = "in_rollout"
     APPROVED = "approved"  # passed the gate (or skips it: force, rollback) and may deploy
     SERVABLE = "servable"  # LocalAI serves the version under its versioned name
     CONFIG_WRITTEN = "config_written"  # domain_configs names it
@@ -37,8 +40,9 @@ class State(StrEnum):
 
     @property
     def is_due(self) -> bool:
-        """Whether the promoter carries it on by itself (a person decides an awaiting one)."""
-        return self.is_open and self is not State.AWAITING_APPROVAL
+        """Whether the promoter carries it on by itself (a person decides an awaiting one,
+        live traffic one in a rollout)."""
+        return self.is_open and self not in (State.AWAITING_APPROVAL, State.IN_ROLLOUT)
 
 
 OPEN_STATES = tuple(state for state in State if state.is_open)
@@ -102,10 +106,13 @@ class DomainConfig:
     previous_registry_version: int | None = None
     training_run_id: str | None = None
     semver: str | None = None
+    # A canary or A/B test: the candidate version and its share of the requests (rollouts).
+    split: dict[str, Any] | None = None
 
     def serving_payload(self) -> dict[str, Any]:
-        """What Redis holds for the domain: the serving config as JSON-ready values."""
-        return {
+        """What Redis holds for the domain: the serving config as JSON-ready values (with
+        ``split`` while a rollout runs)."""
+        payload = {
             "domain_id": self.domain_id,
             "model_version": self.model_version,
             "registered_model": self.registered_model,
@@ -117,6 +124,9 @@ class DomainConfig:
             "semver": self.semver,
             "updated_at": self.updated_at.isoformat(),
         }
+        if self.split:
+            payload["split"] = self.split
+        return payload
 
 
 @dataclass
@@ -174,6 +184,7 @@ class HistoryEntry:
     promotion_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     semver: str | None = None
+    evidence: dict[str, Any] | None = None  # a rollout's decision: per-arm figures, statistic
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
@@ -204,6 +215,7 @@ def config_from_row(row: dict[str, Any]) -> DomainConfig:
         previous_registry_version=row["previous_registry_version"],
         training_run_id=row["training_run_id"],
         semver=row.get("semver"),
+        split=json.loads(row["split"]) if row.get("split") else None,
     )
 
 
@@ -258,4 +270,5 @@ def history_from_row(row: dict[str, Any]) -> HistoryEntry:
         promotion_id=row["promotion_id"],
         metrics=json.loads(row["metrics"]),
         semver=row.get("semver"),
+        evidence=json.loads(row["evidence"]) if row.get("evidence") else None,
     )

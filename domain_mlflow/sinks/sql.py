@@ -33,5 +33,5 @@ UPSERT_CONFIG = (
     "model_uri = excluded.model_uri, serving_name = excluded.serving_name, "
     "training_run_id = excluded.training_run_id, metrics = excluded.metrics, "
     "version_number = excluded.version_number, updated_at = excluded.updated_at, "
-    "semver = excluded.semver"
+    "semver = excluded.semver, split = NULL"  # a config write ends any traffic split
 )

@@ -1,7 +1,7 @@
 """``ServingTargets``: the one writer of every place that says what a domain serves.
 
-The config store's pointers (``domain_configs`` and its history), the Redis key and
-its publish, LocalAI's versioned config and stable name, the registry alias
+The config store's pointers (``domain_configs`` and its history, a rollout's split),
+the Redis key and its publish, LocalAI's versioned config and stable name, the registry alias
 ``production`` and the version tags that mirror a promotion: promotion steps,
 drift repair, ``sync --rebuild-redis``, rollback and the deployments plugin all
 write through this object, and nothing else writes them.
@@ -86,9 +86,27 @@ class ServingTargets:
 
     def write_configs(self, writes: list[ConfigWrite]) -> list[tuple[Promotion, DomainConfig]]:
         """Point domains at their promotions' versions (config + history rows + state)."""
+        return self._store().write_configs(writes)
+
+    # --- rollouts: the split is in the config store first, Redis follows (publish) ------
+
+    def start_rollout(self, promotion: Promotion, **fields: Any) -> tuple[Any, DomainConfig]:
+        """A canary or A/B split beside production (:meth:`ConfigStore.start_rollout`)."""
+        return self._store().start_rollout(promotion, **fields)
+
+    def step_rollout(self, rollout: Any, **fields: Any) -> tuple[Any, DomainConfig]:
+        """The next step's share (:meth:`ConfigStore.step_rollout`)."""
+        return self._store().step_rollout(rollout, **fields)
+
+    def end_rollout(self, rollout: Any, **fields: Any
+                    ) -> tuple[Any, Promotion, DomainConfig | None]:
+        """The rollout's last decision (:meth:`ConfigStore.end_rollout`)."""
+        return self._store().end_rollout(rollout, **fields)
+
+    def _store(self) -> ConfigStore:
         if self.store is None:
             raise PromotionError("no config store is configured")
-        return self.store.write_configs(writes)
+        return self.store
 
     # --- Redis --------------------------------------------------------------------
 

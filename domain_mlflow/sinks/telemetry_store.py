@@ -37,19 +37,22 @@ class ServingRequest:
     quality: float | None = None
     error: str | None = None
     request_id: str | None = None
+    arm: str | None = None  # production or candidate, while a rollout splits the traffic
+    rollout_id: int | None = None
 
 
 _INSERT_REQUEST = (
     "INSERT INTO serving_requests (domain_id, model_version, serving_name, started_at, "
     "latency_ms, status, http_status, prompt_tokens, completion_tokens, query_pattern, quality, "
-    "error, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+    "error, request_id, arm, rollout_id) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 def _request_row(request: ServingRequest) -> tuple[Any, ...]:
     return (request.domain_id, request.model_version, request.serving_name, request.started_at,
             request.latency_ms, request.status, request.http_status, request.prompt_tokens,
             request.completion_tokens, request.query_pattern, request.quality, request.error,
-            request.request_id)
+            request.request_id, request.arm, request.rollout_id)
 
 
 class TelemetryStore:

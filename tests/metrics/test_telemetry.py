@@ -107,7 +107,8 @@ def test_localai_is_asked_for_the_resolved_version_and_the_record_names_it(servi
 def test_without_a_known_version_localai_is_asked_for_the_serving_name(serving):
     localai, versions = serving
     client = DomainClient(DOMAIN)
-    client.resolve = lambda: (DOMAIN, None)  # a Redis value written without a version
+    # a Redis value written without a version
+    client.route = lambda routing_key=None: (DOMAIN, None, None, None)
     before = len(localai.calls("/v1/completions"))
     assert client.complete("Any orders?") == f"[{versions[1].tags['model_version']}] Any orders?"
     client.close()
