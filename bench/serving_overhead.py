@@ -10,7 +10,10 @@
    PostgreSQL as fast as one thread can, then ``close()``; records/s from the first
    hand-over to the end of ``close()``, and the rows and drop counts found afterwards.
 
-    python bench/serving_overhead.py [--requests 2000] [--records 50000]
+   With ``--split P`` the domain has a canary split of P % (both arms on the one
+   served version) and every request carries a routing key: the routing's cost.
+
+    python bench/serving_overhead.py [--requests 2000] [--records 50000] [--split 10]
 """
 
 from __future__ import annotations
@@ -68,8 +71,13 @@ def measure_overhead(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
                                   f"bench-{uuid.uuid4().hex[:8]}", "POSTGRES_DSN": dsn,
                                   "LOCALAI_URL": double.url, "LOCALAI_API_KEY": API_KEY})
         services = Services(settings)
-        services.redis.publish_configs([(DOMAIN, {"serving_name": DOMAIN,
-                                                  "model_version": model_version}, "bench")])
+        payload: dict[str, Any] = {"serving_name": DOMAIN, "model_version": model_version}
+        if args.split:
+            # A canary's split, both arms on the one served version: the routing's cost.
+            payload["split"] = {"rollout_id": 1, "kind": "canary", "percent": args.split,
+                                "registry_version": 2, "model_version": model_version,
+                                "step": 0}
+        services.redis.publish_configs([(DOMAIN, payload, "bench")])
         session = requests.Session()
         url = f"{double.url}/v1/completions"
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -81,7 +89,8 @@ def measure_overhead(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
                                         "max_tokens": 64}, headers=headers, timeout=10)
             for number in range(args.requests):
                 prompt = f"How many orders in {2000 + number % 50}?"
-                calls = [("ours", lambda p=prompt: client.complete(p)),
+                key = f"user-{number}" if args.split else None
+                calls = [("ours", lambda p=prompt, k=key: client.complete(p, routing_key=k)),
                          ("bare", lambda p=prompt: session.post(
                              url, json={"model": model_version, "prompt": p, "max_tokens": 64},
                              headers=headers, timeout=10).json())]
@@ -93,10 +102,12 @@ def measure_overhead(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
             dropped = client.dropped
         with services.store.database.transaction() as tx:
             recorded = tx.execute("SELECT COUNT(*) AS n FROM serving_requests")[0]["n"]
+            arms = {row["arm"]: row["n"] for row in tx.execute(
+                "SELECT arm, COUNT(*) AS n FROM serving_requests GROUP BY arm")}
         services.close()
         double.__exit__(None, None, None)
     return {"ours": ours, "bare": bare, "recorded": recorded, "dropped": dropped,
-            "expected": args.requests + 20}
+            "expected": args.requests + 20, "arms": arms}
 
 
 def measure_recording(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
@@ -130,6 +141,8 @@ def main() -> int:
     parser = add_service_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--split", type=float, default=0.0, metavar="PERCENT",
+                        help="serve through a canary split of this share (routing by key)")
     args = parser.parse_args()
 
     overhead = measure_overhead(args, _fresh_schema(args.postgres_dsn))
@@ -141,7 +154,8 @@ def main() -> int:
     print(f"overhead: p50 {statistics.median(ours) - statistics.median(bare):+.3f} ms, "
           f"p95 {_p(ours, 0.95) - _p(bare, 0.95):+.3f} ms")
     print(f"records written by the clients: {overhead['recorded']} of {overhead['expected']}, "
-          f"dropped {overhead['dropped']}")
+          f"dropped {overhead['dropped']}"
+          + (f"; {overhead['arms']}" if args.split else ""))
 
     recording = measure_recording(args, _fresh_schema(args.postgres_dsn))
     rate = recording["records"] / recording["elapsed_s"]

@@ -123,8 +123,13 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             print(f"{'':<{width}}  config #{row['version_number']}, registry production "
                   f"v{row['registry_production']}, redis "
                   f"{row['redis_model_version'] or 'not set'}, localai {localai}")
-        moving = row["in_flight"]
-        if moving and row["registry_version"] is not None:
+        moving, trial = row["in_flight"], row.get("rollout")
+        if trial:
+            command = "canary" if trial["kind"] == "canary" else "ab"
+            print(f"{'':<{width}}  {command}: {trial['percent']:g}% to v{trial['registry_version']}"
+                  f" ({trial['model_version']}), step {trial['step']} of {trial['steps']}, "
+                  f"{trial['state']} (domain-mlflow {command} status {row['domain_id']})")
+        elif moving and row["registry_version"] is not None:
             print(f"{'':<{width}}  in flight: {moving['kind']} to v{moving['registry_version']} "
                   f"({moving['model_version']}), at {moving['state']}"
                   + (f", error: {moving['error']}" if moving["error"] else ""))

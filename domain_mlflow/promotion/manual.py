@@ -152,7 +152,7 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
     """Per domain the registry or the config store knows: its ``state`` (in production,
     awaiting approval, in flight, rejected, not decided yet) and ``reason``; what serves
     (the config store's view, the registry alias, Redis and LocalAI), and apart from it
-    the promotion in flight, if any."""
+    the promotion in flight and the canary or A/B test running, if any."""
     store = promoter.store
     if domain_id:
         validate_domain_id(domain_id)
@@ -174,6 +174,8 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
     for promotion in open_promotions:  # oldest first: the one being carried out
         moving.setdefault(promotion.domain_id, promotion)
     served = _localai_names(promoter)
+    trials = {r.domain_id: r for r in store.active_rollouts(
+        [domain_id] if domain_id else None)}
     rows = []
     for domain in sorted(domains):
         config = configs.get(domain)
@@ -197,8 +199,17 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "in_flight": (in_flight(moving[domain], promoter.targets.redact)
                           if domain in moving else None),
             "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
+            "rollout": _trial(trials[domain]) if domain in trials else None,
         })
     return rows
+
+
+def _trial(rollout: Any) -> dict[str, Any]:
+    """A running canary or A/B test, as ``status`` shows it."""
+    return {"id": rollout.id, "kind": rollout.kind, "state": rollout.state,
+            "percent": rollout.percent, "registry_version": rollout.registry_version,
+            "model_version": rollout.model_version, "step": rollout.step_index + 1,
+            "steps": len(rollout.plan["steps"])}
 
 
 def _redis_value(promoter: Promoter, domain_id: str) -> str | None:

@@ -279,6 +279,9 @@ def test_the_canary_commands(production, capsys):
     assert main(["canary", "status", DOMAIN]) == 0
     out = capsys.readouterr().out
     assert "candidate  requests" in out and "now: next" in out
+    assert main(["status", DOMAIN]) == 0
+    assert f"canary: 5% to v{second.version} ({second.tags['model_version']}), step 1 of 2, " \
+        "running" in capsys.readouterr().out
     assert main(["canary", "abort", DOMAIN]) == 2
     assert "needs --by NAME" in capsys.readouterr().err
     assert main(["canary", "abort", DOMAIN, "--by", "bob", "--reason", "not today",
