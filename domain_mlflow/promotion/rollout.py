@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from domain_mlflow.exceptions import ConfigError, PromotionError
@@ -237,6 +238,7 @@ def _end(promoter: Promoter, rollout: Rollout, state: str, decision: str,
             _publish(promoter, config, f"{rollout.kind}_{decision}")
         promoter.targets.tag_decision(rollout.domain_id, rollout.registry_version,
                                       f"{rollout.kind}_{state}", reason)
+        promoter.process_locked([rollout.domain_id])  # the versions that waited go on
     _announce(promoter, ended, decision, evidence)
     return ended
 
@@ -257,12 +259,14 @@ def _publish(promoter: Promoter, config: DomainConfig, event: str) -> None:
 
 
 def repair_redis(promoter: Promoter) -> list[str]:
-    """Rewrite the Redis keys of domains with a rollout running, or one just ended, that
-    differ from the config store (Redis restarted or a publish failed)."""
+    """Rewrite the Redis keys that differ from the config store (Redis restarted or a
+    publish failed) of domains with a rollout running, or one that changed within the
+    monitor's window (an abort whose publish failed)."""
     redis = promoter.targets.redis
     if redis is None:
         return []
-    domains = sorted({r.domain_id for r in promoter.store.active_rollouts()})
+    domains = promoter.store.rollout_domains_since(
+        utc_now() - timedelta(seconds=promoter.settings.monitor_window_seconds))
     configs = promoter.store.get_configs(domains)
     stored = redis.get_many(list(configs))
     drifted = [c for c in configs.values() if stored.get(c.domain_id) != c.serving_payload()]

@@ -111,6 +111,13 @@ class RolloutRecords:
         found = self.active_rollouts([domain_id])
         return found[0] if found else None
 
+    def rollout_domains_since(self, since: datetime) -> list[str]:
+        """Domains with a rollout running, or one that changed since ``since``."""
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT DISTINCT domain_id FROM rollouts WHERE state IN (%s, %s) "
+                              "OR updated_at >= %s ORDER BY domain_id", (*ACTIVE_STATES, since))
+        return [row["domain_id"] for row in rows]
+
     def get_rollout(self, rollout_id: int) -> Rollout:
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT * FROM rollouts WHERE id = %s", (rollout_id,))

@@ -292,3 +292,27 @@ def test_the_canary_commands(production, capsys):
                  "--steps", "50,10"]) == 2
     assert "--steps must rise" in capsys.readouterr().err
     assert make_promoter().store.get_config(DOMAIN).registry_version == int(first.version)
+
+
+def test_an_abort_killed_before_its_publish_is_not_lost(production):
+    localai, first, second = production
+    promoter = make_promoter()
+    started = rollout.start(promoter, DOMAIN, int(second.version),
+                            rollout.canary_plan([20, 100], 0, 20), kind="canary")
+    localai.behave(second.tags["model_version"], error_rate=1.0)
+    send(300)
+    env = {**os.environ, "DOMAIN_MLFLOW_FAILPOINT": "rollout-ended"}
+    command = [sys.executable, "-m", "domain_mlflow.cli", "monitor", "--once", "--json"]
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert killed.returncode == 99, killed.stderr
+    assert promoter.store.get_rollout(started["id"]).state == "aborted"
+    assert redis_value()["split"]["percent"] == 20.0  # the publish never happened
+
+    env.pop("DOMAIN_MLFLOW_FAILPOINT")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rollouts"] == []
+    assert "split" not in redis_value()
+    assert send(30) == {first.tags["model_version"]: 30}
