@@ -15,13 +15,15 @@ import json
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.metrics.curves import CURVE_RUNS, loss_curves
 from domain_mlflow.metrics.deployments import fleet_figures, rates
+from domain_mlflow.metrics.rollout_figures import domain_rollout, rollout_marks
 from domain_mlflow.metrics.snapshot import Snapshot, existing_store, take_snapshot
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS, finite, rank, summarize, trend
 from domain_mlflow.naming import approve_command, registered_model_name, utc_now
@@ -61,6 +63,8 @@ class DomainMetricsCollector:
         self.cache_seconds = cache_seconds
         self.mlflow_ui_url = mlflow_ui_url
         self._snapshots: dict[int, Snapshot] = {}
+        # Config-store reads kept as long as the snapshot they were read with.
+        self._reads: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
     # --- reading ----------------------------------------------------------------------
@@ -93,9 +97,35 @@ class DomainMetricsCollector:
     def refresh(self) -> None:
         with self._lock:
             self._snapshots.clear()
+            self._reads.clear()
 
     def _existing_store(self) -> tuple[ConfigStore | None, str]:
         return existing_store(self.services)
+
+    def _read_store(self, read: Callable[[ConfigStore], Any], empty: Any) -> Any:
+        """``read(store)`` on the existing config store; ``empty`` without one, or when
+        it does not answer (the snapshot's ``store_error`` says why)."""
+        try:
+            store, _ = self._existing_store()
+            if store is None:
+                return empty
+            try:
+                return read(store)
+            finally:
+                store.close()
+        except DomainMlflowError:
+            return empty
+
+    def _with_snapshot(self, snap: Snapshot, key: tuple[Any, ...],
+                       read: Callable[[ConfigStore], Any], empty: Any) -> Any:
+        """:meth:`_read_store`, kept while ``snap`` is the window's snapshot."""
+        key = (snap.days, *key)
+        cached = self._reads.get(key)
+        if cached is not None and cached[0] == snap.taken:
+            return cached[1]
+        value = self._read_store(read, empty)
+        self._reads[key] = (snap.taken, value)
+        return value
 
     def store_status(self, time_window_days: int | None = None) -> dict[str, str | None]:
         """``store_error`` (the config store did not answer) and ``store_note`` (there is
@@ -131,6 +161,7 @@ class DomainMetricsCollector:
             "deployments": rates(snap.promotions.get(domain_id, []),
                                    snap.awaiting.get(domain_id, [])),
             "runs": [self._run(run) for run in runs],
+            "rollout": self._rollout(snap, domain_id),
             "store_error": snap.store_error,
             "store_note": snap.store_note,
         }
@@ -154,7 +185,22 @@ class DomainMetricsCollector:
             **self._state(snap, domain_id),
             "requests": usage["requests"],
             "error_rate": quality["error_rate"],
+            "rollout": self.rollout_marks(time_window_days).get(domain_id),
         }
+
+    def rollout_marks(self, time_window_days: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per domain with a canary or A/B test running or paused: its kind, state, share,
+        candidate and step (one config-store query for all domains)."""
+        snap = self.snapshot(time_window_days)
+        return self._with_snapshot(snap, ("rollout-marks",), rollout_marks, {})
+
+    def _rollout(self, snap: Snapshot, domain_id: str) -> dict[str, Any] | None:
+        """The domain's running rollout (else its newest that ended in the window) with
+        its figures (:mod:`domain_mlflow.metrics.rollout_figures`); None without one."""
+        since = utc_now() - timedelta(days=snap.days)
+        return self._with_snapshot(
+            snap, ("rollout", domain_id),
+            lambda store: domain_rollout(store, domain_id, self.settings, since), None)
 
     def fleet_deployments(self, time_window_days: int | None = None,
                           domain_ids: list[str] | None = None) -> dict[str, Any]:
@@ -200,16 +246,8 @@ class DomainMetricsCollector:
     def domain_history(self, domain_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """Promotions, rollbacks and rejections of the domain, newest first ([] if none,
         or without a config store; the snapshot's ``store_error`` says why)."""
-        try:
-            store, _ = self._existing_store()
-            if store is None:
-                return []
-            try:
-                return [entry.as_dict() for entry in store.history(domain_id, limit)]
-            finally:
-                store.close()
-        except DomainMlflowError:
-            return []
+        return self._read_store(
+            lambda store: [entry.as_dict() for entry in store.history(domain_id, limit)], [])
 
     def get_domain_comparison(self, domain_ids: list[str],
                               time_window_days: int | None = None) -> dict[str, Any]:
