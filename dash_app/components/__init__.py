@@ -11,6 +11,7 @@ from dash_app.components.charts import (
 )
 from dash_app.components.domain_card import domain_card, in_flight_line
 from dash_app.components.formatting import format_metric, format_time
+from dash_app.components.rollout import rollout_line, rollout_section
 from dash_app.components.store_notice import page_heading, store_notice
 from dash_app.components.tables import (
     approval_queue_table,
@@ -42,6 +43,8 @@ __all__ = [
     "page_heading",
     "rankings_rows",
     "rankings_table",
+    "rollout_line",
+    "rollout_section",
     "runs_table",
     "store_notice",
     "time_to_live_figure",

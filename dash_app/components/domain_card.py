@@ -1,5 +1,5 @@
-"""A domain's card on the overview: production version, a promotion in flight, newest
-figures, trends."""
+"""A domain's card on the overview: production version, a promotion in flight, a canary
+or A/B test, newest figures, trends."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dash_app.components.formatting import (
     metric_label,
     production_label,
 )
+from dash_app.components.rollout import rollout_line
 from dash_app.components.trend import trend_arrow
 from domain_mlflow.metrics.trends import PERFORMANCE_METRICS
 
@@ -70,6 +71,7 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
         html.Div(["production ", html.Strong(production_label(production))],
                  className="card-production") if production else None,
         in_flight_line(summary.get("in_flight")),
+        rollout_line(summary.get("rollout")),
         html.Div([metric_line(m, newest.get(m), trends.get(m)) for m in PERFORMANCE_METRICS],
                  className="card-metrics"),
         html.Div(f"runs {summary.get('runs', 0)} · requests "
@@ -78,4 +80,5 @@ def domain_card(summary: dict[str, Any]) -> html.Div:
                  className="card-usage muted"),
         html.Div(f"last promotion: {last_action_label(production)}",
                  className="card-last-action muted"),
-    ], className="domain-card", **{"data-domain": domain_id})
+    ], className="domain-card" + (" has-rollout" if summary.get("rollout") else ""),
+        **{"data-domain": domain_id})

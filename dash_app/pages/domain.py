@@ -1,5 +1,5 @@
-"""A domain ("/domain/<domain_id>"): metric chart, its newest training runs' loss
-curves, versions, promotions and runs."""
+"""A domain ("/domain/<domain_id>"): its canary or A/B test, metric chart, its newest
+training runs' loss curves, versions, promotions and runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dash_app.components import (
     in_flight_line,
     loss_curves_figure,
     metric_chart,
+    rollout_section,
     runs_table,
     store_notice,
     versions_table,
@@ -43,6 +44,7 @@ def layout(domain_id: str | None = None, **_query: str) -> html.Div:
         dcc.Store(id="domain-page-id", data=domain_id),
         html.H1(domain_id or "Domain", id="domain-title"),
         html.Div("Loading…", id="domain-status", className="muted"),
+        html.Div(id="domain-rollout"),
         html.Div([
             html.Div([
                 html.Div([
@@ -65,8 +67,8 @@ def layout(domain_id: str | None = None, **_query: str) -> html.Div:
 
 
 def _missing(message: str) -> tuple[Any, ...]:
-    return (html.Div(message, className="empty unknown-domain"), {}, _HIDDEN, {}, _HIDDEN,
-            "", "", [])
+    return (html.Div(message, className="empty unknown-domain"), None, {}, _HIDDEN, {},
+            _HIDDEN, "", "", [])
 
 
 def _loss_heading(runs: int, curves: list[dict[str, Any]]) -> tuple[str, str, int]:
@@ -79,7 +81,8 @@ def _loss_heading(runs: int, curves: list[dict[str, Any]]) -> tuple[str, str, in
             "the time window.", 2)
 
 
-@callback(Output("domain-status", "children"), Output("metric-chart", "figure"),
+@callback(Output("domain-status", "children"), Output("domain-rollout", "children"),
+          Output("metric-chart", "figure"),
           Output("domain-chart-wrap", "style"), Output("loss-chart", "figure"),
           Output("loss-chart-wrap", "style"), Output("loss-chart-title", "children"),
           Output("loss-chart-note", "children"), Output("domain-tables", "children"),
@@ -124,5 +127,6 @@ def render_domain(_ticks: int | None, x_axis: str | None, domain_id: str | None
     ]
     curves = collector.loss_curves(domain_id)
     title, note, place = _loss_heading(runs, curves)
-    return (status, figure, {"order": 1}, loss_curves_figure(curves, uirevision=domain_id),
+    return (status, rollout_section(metrics["rollout"]), figure, {"order": 1},
+            loss_curves_figure(curves, uirevision=domain_id),
             {"order": place}, title, note, tables)

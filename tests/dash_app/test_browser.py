@@ -6,11 +6,13 @@ Screenshots go to ``tests/output/`` (git-ignored; CI keeps them as artifacts).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -511,3 +513,102 @@ def test_compare_keeps_one_domain_order_and_colour_in_every_chart_and_names_no_t
     browser.execute_script("document.getElementById('compare-requests').scrollIntoView();")
     time.sleep(0.5)
     screenshot(browser, "dashboard-compare-no-traffic.png")
+
+
+CANARY = "canary-agent"
+
+
+@pytest.fixture
+def canary_url(localai) -> Iterator[tuple[str, int]]:
+    """CANARY in production at version 1, a canary of version 2 past its first step (10%)
+    and at 50%, with traffic on both steps; the dashboard over it."""
+    from domain_mlflow.promotion import rollout
+    from domain_mlflow.promotion.monitor import Monitor
+    from tests.promotion.test_rollout_figures import send
+
+    promoter = make_promoter()
+    first = register_domain_version(CANARY)
+    promoter.run(promoter.request(CANARY, int(first.version)))
+    second = register_domain_version(CANARY)
+    localai.behave(second.tags["model_version"], error_rate=0.05)
+    localai.behave(first.tags["model_version"], error_rate=0.05)
+    started = rollout.start(promoter, CANARY, int(second.version),
+                            rollout.canary_plan([10, 50, 100], 0, 20), kind="canary")
+    send(300, domain_id=CANARY)
+    [decided] = Monitor(make_promoter("monitor")).evaluate_rollouts()
+    assert decided["decision"] == "next"
+    for burst in range(3):
+        time.sleep(1.0)  # the series spans a few buckets
+        send(60, start=300 + 60 * burst, domain_id=CANARY)
+    with serving(DomainMetricsCollector(cache_seconds=0)) as url:
+        yield url, started["id"]
+
+
+def test_a_canary_marks_its_card_and_its_page_shows_the_arms_figures_and_decisions(
+        browser, canary_url):
+    from tests.promotion.test_rollout_figures import stored_arms
+
+    url, rollout_id = canary_url
+    browser.get(url + "/")
+    mark = wait_for(browser, f'.domain-card[data-domain="{CANARY}"] .card-rollout')[0]
+    assert mark.text == "canary 50% → version 2 (step 2 of 3)"
+    card = browser.find_element("css selector", f'.domain-card[data-domain="{CANARY}"]')
+    assert "has-rollout" in card.get_attribute("class")
+    screenshot(browser, "dashboard-canary-card.png")
+
+    browser.get(f"{url}/domain/{CANARY}")
+    rows = wait_for(browser, "#rollout-arms tbody tr", count=2)
+    step_started = make_promoter().store.get_rollout(rollout_id).step_started_at
+    stored = stored_arms(rollout_id, since=step_started)
+    for row in rows:
+        arm = row.get_attribute("data-arm")
+        cell = {c.get_attribute("data-column"): c.text
+                for c in row.find_elements("css selector", "td")}
+        assert (cell["requests"], cell["errors"], cell["rated"]) == (
+            str(stored[arm]["requests"]), str(stored[arm]["errors"]), str(stored[arm]["rated"]))
+        assert cell["error_rate"] == f"{stored[arm]['errors'] / stored[arm]['requests']:.1%}"
+        assert cell["share"] == "50%"  # at 50%, each arm takes half
+    assert sum(stored[arm]["requests"] for arm in stored) == 180
+
+    wait_for(browser, "#rollout-chart .scatterlayer .trace")
+    traces = browser.execute_script(
+        "return document.querySelector('#rollout-chart .js-plotly-plot').data"
+        ".filter(t => t.meta).map(t => [t.meta, t.y]);")
+    everything = stored_arms(rollout_id)
+    by_meta = dict(traces)
+    assert sorted(by_meta) == sorted(f"{arm}:{metric}" for arm in ("production", "candidate")
+                                     for metric in ("requests", "error_rate", "latency_p95_ms",
+                                                    "quality"))
+    for arm in ("production", "candidate"):
+        assert sum(by_meta[f"{arm}:requests"]) == everything[arm]["requests"]
+    decisions = browser.find_element("css selector", ".rollout-decisions").text
+    assert "step 1 at 10%: next_step" in decisions and "not worse than production" in decisions
+    checks = browser.find_elements("css selector", ".rollout-decisions .rollout-checks tbody tr")
+    assert [row.text.split()[0] for row in checks] == ["error_rate", "latency_p95_ms",
+                                                       "quality"]
+    browser.execute_script("document.getElementById('rollout-section').scrollIntoView();")
+    time.sleep(0.5)  # let Plotly finish its transitions before the picture
+    screenshot(browser, "dashboard-canary.png")
+    browser.execute_script("document.getElementById('rollout-chart').scrollIntoView();")
+    time.sleep(0.5)
+    screenshot(browser, "dashboard-canary-chart.png")
+
+
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"the API answered {name}: not JSON")
+
+
+def test_the_api_carries_a_canarys_figures_and_its_mark(canary_url):
+    from tests.promotion.test_rollout_figures import stored_arms
+
+    url, rollout_id = canary_url
+    with urllib.request.urlopen(f"{url}/api/metrics?domain_id={CANARY}", timeout=30) as answer:
+        found = json.loads(answer.read(), parse_constant=_no_constant)["rollout"]
+    step_started = make_promoter().store.get_rollout(rollout_id).step_started_at
+    stored = stored_arms(rollout_id, since=step_started)
+    assert {arm: found["arms"][arm]["requests"] for arm in stored} == \
+        {arm: figures["requests"] for arm, figures in stored.items()}
+    assert [d["decision"] for d in found["decisions"]] == ["next_step"]
+    with urllib.request.urlopen(f"{url}/api/metrics", timeout=30) as answer:
+        [summary] = json.loads(answer.read(), parse_constant=_no_constant)["domains"]
+    assert (summary["rollout"]["kind"], summary["rollout"]["percent"]) == ("canary", 50.0)

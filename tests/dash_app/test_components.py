@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from dash_app.components.axes import MIN_TIME_PAD, reaches, time_range, value_range
+from dash_app.components.rollout import bucket_text, rollout_label
 from dash_app.components.trend import trend_arrow
 from domain_mlflow.metrics.trends import trend
 
@@ -65,3 +66,26 @@ def test_a_stable_or_too_short_trend_says_so():
     lone = trend_arrow("accuracy", trend("accuracy", [0.9]))
     assert lone.children == "·"
     assert lone.title == "accuracy: not enough runs for a trend (it needs two)"
+
+
+MARK = {"kind": "canary", "label": "canary", "state": "running", "percent": 10.0,
+        "registry_version": 2, "model_version": "m-v2", "baseline_registry_version": 1,
+        "step": 1, "steps": 3, "metric": None}
+
+
+@pytest.mark.parametrize(("changes", "label"), [
+    ({}, "canary 10% → version 2 (step 1 of 3)"),
+    ({"state": "paused"}, "canary 10% → version 2 (step 1 of 3) · paused"),
+    ({"state": "aborted"}, "canary of version 2 aborted at 10% (step 1 of 3)"),
+    ({"kind": "ab", "label": "A/B test", "percent": 50.0, "steps": 1, "metric": "quality"},
+     "A/B test 50% → version 2 on quality"),
+])
+def test_a_rollouts_mark_names_its_kind_share_candidate_and_step(changes, label):
+    assert rollout_label({**MARK, **changes}) == label
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(1, "1-second"), (90, "90-second"),
+                                                (120, "2-minute"), (7200, "2-hour"),
+                                                (172800, "2-day")])
+def test_a_bucket_width_reads_in_the_largest_whole_unit(seconds, words):
+    assert bucket_text(seconds) == words

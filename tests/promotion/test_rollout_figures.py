@@ -28,9 +28,9 @@ DOMAIN = test_rollout.DOMAIN
 production = test_rollout.production
 
 
-def send(count: int, start: int = 0) -> None:
+def send(count: int, start: int = 0, domain_id: str = DOMAIN) -> None:
     """``count`` requests with routing keys; each answered one rated 1.0 or 0.0 by turns."""
-    with DomainClient(DOMAIN) as client:
+    with DomainClient(domain_id) as client:
         for i in range(start, start + count):
             try:
                 client.complete(f"question {i}", routing_key=f"user-{i}")
