@@ -89,3 +89,42 @@ def test_a_rollouts_mark_names_its_kind_share_candidate_and_step(changes, label)
                                                 (172800, "2-day")])
 def test_a_bucket_width_reads_in_the_largest_whole_unit(seconds, words):
     assert bucket_text(seconds) == words
+
+
+def _texts(component) -> list[str]:
+    """Every string inside a Dash component tree."""
+    if isinstance(component, str):
+        return [component]
+    children = getattr(component, "children", None)
+    if children is None:
+        return []
+    return [text for child in (children if isinstance(children, list) else [children])
+            for text in _texts(child)]
+
+
+def test_an_ab_tests_section_shows_its_decision_with_the_difference_and_interval():
+    from dash_app.components.rollout import rollout_section
+
+    arm = {"requests": 40, "errors": 1, "error_rate": 0.025, "latency_p95_ms": 12.0,
+           "rated": 40, "quality": 0.9, "quality_variance": 0.09}
+    series = {"bucket_seconds": 60, "starts": ["2026-12-01T08:00:00+00:00"],
+              "arms": {a: {k: [arm[k]] for k in ("requests", "errors", "error_rate",
+                                                 "latency_p95_ms", "quality", "rated")}
+                       for a in ("production", "candidate")}, "truncated": False}
+    evidence = {"metric": "quality", "difference": 0.4, "interval": [0.21, 0.59],
+                "confidence": 0.95, "why": "candidate is better on quality"}
+    section = rollout_section({
+        **MARK, "kind": "ab", "label": "A/B test", "percent": 50.0, "steps": 1,
+        "metric": "quality", "state": "promoted", "baseline_model_version": "m-v1",
+        "plan": {"steps": [50.0], "metric": "quality", "max_requests": 2000,
+                 "min_requests": 30}, "step_started_at": "2026-12-01T08:00:00+00:00",
+        "outcome": "A/B test won by version 2", "now": None, "series": series,
+        "arms": {"production": arm, "candidate": arm}, "rollout_id": 7,
+        "steps_taken": [], "decisions": [{"step_index": 0, "percent": 50.0,
+                                          "decision": "promote", "actor": "monitor",
+                                          "created_at": "2026-12-01T08:05:00+00:00",
+                                          "evidence": evidence}]})
+    text = " ".join(_texts(section))
+    assert "A/B test of version 2 promoted at 50% on quality" in text
+    assert "quality: difference 0.4, 95% interval [0.21, 0.59]" in text
+    assert "step 1 at 50%: promote" in text and "outcome: A/B test won by version 2" in text
