@@ -14,7 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from domain_mlflow.promotion.rollout_stats import ARMS, ab_verdict, arm_figures, canary_verdict
+from domain_mlflow.promotion.rollout_stats import ARMS, arm_figures, rollout_verdict
 from domain_mlflow.sinks.database import to_datetime, utc_now
 
 if TYPE_CHECKING:
@@ -95,28 +95,13 @@ def public_arms(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _verdict(rollout: Rollout, rows: list[dict[str, Any]], settings: Settings,
              now: datetime) -> dict[str, Any]:
     """What the evaluator would decide on these rows now (as ``rollout.verdict`` does)."""
-    plan = rollout.plan
-    if rollout.kind == "ab":
-        found = ab_verdict(rows, metric=plan["metric"], min_requests=plan["min_requests"],
-                           max_requests=plan["max_requests"],
-                           confidence=settings.rollout_confidence, seed=rollout.id)
-    else:
-        found = canary_verdict(
-            rows, min_requests=plan["min_requests"], bake_seconds=plan["bake_seconds"],
-            step_age_seconds=(now - rollout.step_started_at).total_seconds(),
-            confidence=settings.rollout_confidence,
-            latency_tolerance=settings.canary_latency_tolerance,
-            latency_slack_ms=settings.canary_latency_slack_ms)
+    found = rollout_verdict(rows, rollout, settings, now)
     return {"decision": found["decision"], "why": found["why"],
             "checks": found["evidence"].get("checks", [])}
 
 
 def _series_rows(store: ConfigStore, rollout_id: int) -> dict[str, Any]:
-    with store.database.transaction() as tx:
-        rows = tx.execute("SELECT arm, started_at, status, latency_ms, quality "
-                          "FROM serving_requests WHERE rollout_id = %s "
-                          "ORDER BY started_at DESC LIMIT %s",
-                          (rollout_id, SERIES_ROW_LIMIT + 1))
+    rows = store.rollout_series(rollout_id, SERIES_ROW_LIMIT + 1)
     return {"rows": rows[:SERIES_ROW_LIMIT], "truncated": len(rows) > SERIES_ROW_LIMIT}
 
 

@@ -30,7 +30,7 @@ from domain_mlflow.gate import decide
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.manual import registered_model
 from domain_mlflow.promotion.notify import announce
-from domain_mlflow.promotion.rollout_stats import AB_METRICS, ab_verdict, canary_verdict
+from domain_mlflow.promotion.rollout_stats import AB_METRICS, rollout_verdict
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.rollouts import KINDS, PAUSED, RUNNING, Rollout
 from domain_mlflow.sinks.rows import DomainConfig, State
@@ -163,17 +163,7 @@ def evaluate_all(promoter: Promoter) -> list[dict[str, Any]]:
 def verdict(promoter: Promoter, rollout: Rollout) -> dict[str, Any]:
     """What the evaluator would decide now on the step's traffic."""
     rows = promoter.store.rollout_requests(rollout.id, rollout.step_started_at)
-    plan, settings = rollout.plan, promoter.settings
-    if rollout.kind == "ab":
-        return ab_verdict(rows, metric=plan["metric"], min_requests=plan["min_requests"],
-                          max_requests=plan["max_requests"],
-                          confidence=settings.rollout_confidence, seed=rollout.id)
-    return canary_verdict(
-        rows, min_requests=plan["min_requests"], bake_seconds=plan["bake_seconds"],
-        step_age_seconds=(utc_now() - rollout.step_started_at).total_seconds(),
-        confidence=settings.rollout_confidence,
-        latency_tolerance=settings.canary_latency_tolerance,
-        latency_slack_ms=settings.canary_latency_slack_ms)
+    return rollout_verdict(rows, rollout, promoter.settings, utc_now())
 
 
 def evaluate(promoter: Promoter, rollout: Rollout) -> dict[str, Any]:

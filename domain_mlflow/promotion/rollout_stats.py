@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import datetime
 from statistics import NormalDist
 from typing import Any
 
@@ -19,6 +20,24 @@ MIN_RATED = 10
 BOOTSTRAP_SAMPLES = 400
 AB_METRICS = ("quality", "error_rate", "latency_p95_ms")
 HIGHER_IS_BETTER = {"quality": True, "error_rate": False, "latency_p95_ms": False}
+
+
+def rollout_verdict(rows: list[dict[str, Any]], rollout: Any, settings: Any,
+                    now: datetime) -> dict[str, Any]:
+    """The decision on a rollout's step rows now: :func:`ab_verdict` or
+    :func:`canary_verdict` with the rollout's plan and the settings' confidence and
+    latency tolerance."""
+    plan = rollout.plan
+    if rollout.kind == "ab":
+        return ab_verdict(rows, metric=plan["metric"], min_requests=plan["min_requests"],
+                          max_requests=plan["max_requests"],
+                          confidence=settings.rollout_confidence, seed=rollout.id)
+    return canary_verdict(
+        rows, min_requests=plan["min_requests"], bake_seconds=plan["bake_seconds"],
+        step_age_seconds=(now - rollout.step_started_at).total_seconds(),
+        confidence=settings.rollout_confidence,
+        latency_tolerance=settings.canary_latency_tolerance,
+        latency_slack_ms=settings.canary_latency_slack_ms)
 
 
 def p95(values: list[float]) -> float | None:

@@ -147,6 +147,14 @@ class RolloutRecords:
                               "WHERE rollout_id = %s AND started_at >= %s",
                               (rollout_id, since))
 
+    def rollout_series(self, rollout_id: int, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` requests of a rollout, newest first: arm, time, status,
+        latency, quality (the dashboard's series)."""
+        with self.database.transaction() as tx:
+            return tx.execute("SELECT arm, started_at, status, latency_ms, quality "
+                              "FROM serving_requests WHERE rollout_id = %s "
+                              "ORDER BY started_at DESC LIMIT %s", (rollout_id, limit))
+
     # --- writes -----------------------------------------------------------------------
 
     def start_rollout(self, promotion: Promotion, *, kind: str, plan: dict[str, Any],

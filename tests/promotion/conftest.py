@@ -25,3 +25,18 @@ def stack(request, redis_url, localai, monkeypatch):
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
     _wire(monkeypatch, redis_url, dsn)
     return localai
+
+
+CANARY_DOMAIN = "0x9abc-CanaryAgent"
+
+
+@pytest.fixture
+def production(stack):
+    """Version 1 of CANARY_DOMAIN in production, version 2 registered (passing,
+    undecided): what a canary or A/B test starts from."""
+    from tests.promotion_helpers import make_promoter, register_domain_version
+
+    promoter = make_promoter()
+    first = register_domain_version(CANARY_DOMAIN)
+    promoter.run(promoter.request(CANARY_DOMAIN, int(first.version)))
+    return stack, first, register_domain_version(CANARY_DOMAIN)

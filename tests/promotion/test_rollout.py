@@ -20,18 +20,8 @@ from domain_mlflow.promotion import rollout
 from domain_mlflow.promotion.manual import promote
 from domain_mlflow.promotion.monitor import Monitor
 from domain_mlflow.sinks.redis_sink import RedisSink
+from tests.promotion.conftest import CANARY_DOMAIN as DOMAIN
 from tests.promotion_helpers import assert_everywhere, make_promoter, register_domain_version
-
-DOMAIN = "0x9abc-CanaryAgent"
-
-
-@pytest.fixture
-def production(stack):
-    """Version 1 of DOMAIN in production, version 2 registered (passing, undecided)."""
-    promoter = make_promoter()
-    first = register_domain_version(DOMAIN)
-    promoter.run(promoter.request(DOMAIN, int(first.version)))
-    return stack, first, register_domain_version(DOMAIN)
 
 
 def redis_value() -> dict:

@@ -20,12 +20,8 @@ from domain_mlflow.metrics.rollout_figures import (
 )
 from domain_mlflow.promotion import rollout
 from domain_mlflow.promotion.monitor import Monitor
-from tests.promotion import test_rollout
+from tests.promotion.conftest import CANARY_DOMAIN as DOMAIN
 from tests.promotion_helpers import make_promoter
-
-DOMAIN = test_rollout.DOMAIN
-# Version 1 of DOMAIN in production, version 2 registered (passing, undecided).
-production = test_rollout.production
 
 
 def send(count: int, start: int = 0, domain_id: str = DOMAIN) -> None:
