@@ -12,6 +12,7 @@ from dash_app.components.formatting import (
     MISSING,
     format_metric,
     format_time,
+    metric_label,
     parse_time,
     production_label,
 )
@@ -65,7 +66,7 @@ def rankings_table(rows: list[dict[str, Any]], table_id: str = "rankings-table"
     """A sortable table of :func:`rankings_rows` (best accuracy first until re-sorted)."""
     columns = [{"name": "domain", "id": "domain", "presentation": "markdown"},
                {"name": "production", "id": "production"}]
-    columns += [{"name": name, "id": name, "type": "numeric",
+    columns += [{"name": metric_label(name), "id": name, "type": "numeric",
                  "format": _NUMBER_FORMATS[name].nully(MISSING)}
                 for name in ("runs", *PERFORMANCE_METRICS, "requests", "error_rate")]
     return dash_table.DataTable(

@@ -204,6 +204,7 @@ def test_rankings_sort_and_compare_draws_bars(browser, dashboard_url):
     rows = wait_for(browser, "#rankings-table tbody tr", count=len(DOMAINS) + 1)
     first = rows[1].text  # row 0 holds the headers
     assert "sql-agent" in first and "0.912" in first
+    assert "latency (ms)" in rows[0].text and "latency_ms" not in rows[0].text
     screenshot(browser, "dashboard-rankings.png")
 
     browser.get(dashboard_url + "/compare")
