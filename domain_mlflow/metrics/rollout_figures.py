@@ -14,7 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from domain_mlflow.promotion.rollout_stats import ARMS, arm_figures, rollout_verdict
+from domain_mlflow.promotion.rollout_stats import ARMS, arm_figures, public_arms, rollout_verdict
 from domain_mlflow.sinks.database import to_datetime, utc_now
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from domain_mlflow.sinks.config_store import ConfigStore
     from domain_mlflow.sinks.rollouts import Rollout
 
-LABELS = {"canary": "canary", "ab": "A/B test"}
 MAX_BUCKETS = 200
 # Bucket widths in seconds, the smallest that keeps the rollout's life within MAX_BUCKETS.
 BUCKET_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
@@ -37,19 +36,8 @@ def rollout_marks(store: ConfigStore, domain_ids: list[str] | None = None
                   ) -> dict[str, dict[str, Any]]:
     """Each domain's running or paused rollout in a few words, for the overview (one
     query for all domains)."""
-    return {rollout.domain_id: rollout_mark(rollout)
+    return {rollout.domain_id: rollout.mark()
             for rollout in store.active_rollouts(domain_ids)}
-
-
-def rollout_mark(rollout: Rollout) -> dict[str, Any]:
-    """The rollout's kind, state, candidate and share, and its step (1-based) of how many."""
-    return {"rollout_id": rollout.id, "kind": rollout.kind, "label": LABELS[rollout.kind],
-            "state": rollout.state, "percent": rollout.percent,
-            "registry_version": rollout.registry_version,
-            "model_version": rollout.model_version,
-            "baseline_registry_version": rollout.baseline_registry_version,
-            "step": rollout.step_index + 1, "steps": len(rollout.plan["steps"]),
-            "metric": rollout.plan.get("metric")}
 
 
 def domain_rollout(store: ConfigStore, domain_id: str, settings: Settings, since: datetime,
@@ -70,7 +58,7 @@ def rollout_figures(store: ConfigStore, rollout: Rollout, settings: Settings,
     decisions = store.rollout_decisions(rollout.id)
     end = now if rollout.is_active else rollout.updated_at
     return {
-        **rollout_mark(rollout),
+        **rollout.mark(),
         "baseline_model_version": rollout.baseline_model_version,
         "plan": rollout.plan,
         "step_started_at": rollout.step_started_at.isoformat(),
@@ -84,12 +72,6 @@ def rollout_figures(store: ConfigStore, rollout: Rollout, settings: Settings,
         "steps_taken": _steps(rollout, decisions, end),
         "decisions": decisions,
     }
-
-
-def public_arms(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``arm_figures`` without the raw latencies."""
-    return {arm: {k: v for k, v in figures.items() if not k.startswith("_")}
-            for arm, figures in arms.items()}
 
 
 def _verdict(rollout: Rollout, rows: list[dict[str, Any]], settings: Settings,

@@ -93,9 +93,10 @@ class Promoter:
 
     def __post_init__(self) -> None:
         # Points inside a step (after a side effect, before its record) reach the same hook.
-        self.targets.reached = self._reached
+        self.targets.reached = self.reached
 
-    def _reached(self, point: str) -> None:
+    def reached(self, point: str) -> None:
+        """A failpoint: the crash tests end the process here (``env_failpoint``)."""
         if self.failpoint:
             self.failpoint(point)
 
@@ -224,7 +225,7 @@ class Promoter:
                 raise
             latest.update((promotion.id, promotion) for promotion in moved)
             for reached in dict.fromkeys(p.state for p in moved if p.state != state):
-                self._reached(reached)
+                self.reached(reached)
         return list(latest.values())
 
     def _each(self, group: list[Promotion], action: Callable[[Promotion], Any]

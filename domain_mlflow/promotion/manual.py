@@ -199,17 +199,9 @@ def status(promoter: Promoter, domain_id: str | None = None) -> list[dict[str, A
             "in_flight": (in_flight(moving[domain], promoter.targets.redact)
                           if domain in moving else None),
             "open_promotions": [p.id for p in open_promotions if p.domain_id == domain],
-            "rollout": _trial(trials[domain]) if domain in trials else None,
+            "rollout": trials[domain].mark() if domain in trials else None,
         })
     return rows
-
-
-def _trial(rollout: Any) -> dict[str, Any]:
-    """A running canary or A/B test, as ``status`` shows it."""
-    return {"id": rollout.id, "kind": rollout.kind, "state": rollout.state,
-            "percent": rollout.percent, "registry_version": rollout.registry_version,
-            "model_version": rollout.model_version, "step": rollout.step_index + 1,
-            "steps": len(rollout.plan["steps"])}
 
 
 def _redis_value(promoter: Promoter, domain_id: str) -> str | None:

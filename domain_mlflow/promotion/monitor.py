@@ -12,7 +12,6 @@ the running canaries and A/B tests (:meth:`Monitor.evaluate_rollouts`).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from datetime import timedelta
 from typing import Any
@@ -20,15 +19,11 @@ from typing import Any
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.notify import announce
+from domain_mlflow.promotion.rollout_stats import p95
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.telemetry_store import TelemetryStore
 
 _log = logging.getLogger(__name__)
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 class Monitor:

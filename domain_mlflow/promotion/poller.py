@@ -188,12 +188,7 @@ class Poller:
             report.errors.append(f"drift repair: {error}")
 
     def _repair_redis(self, configs: list[Any], report: PollReport) -> None:
-        targets = self.promoter.targets
-        if targets.redis is None or not configs:
-            return
-        stored = targets.redis.get_many([c.domain_id for c in configs])
-        drifted = [c for c in configs if stored.get(c.domain_id) != c.serving_payload()]
-        targets.publish([(config, "repair") for config in drifted])
+        drifted = self.promoter.targets.repair_redis(configs)
         report.repaired += [f"{config.domain_id}: redis key" for config in drifted]
 
     def _repair_localai(self, configs: list[Any], run_ids: dict[Any, Any],

@@ -32,7 +32,7 @@ from domain_mlflow.promotion.manual import registered_model
 from domain_mlflow.promotion.notify import announce
 from domain_mlflow.promotion.rollout_stats import AB_METRICS, rollout_verdict
 from domain_mlflow.sinks.database import utc_now
-from domain_mlflow.sinks.rollouts import KINDS, PAUSED, RUNNING, Rollout
+from domain_mlflow.sinks.rollouts import KIND_LABELS, KINDS, PAUSED, RUNNING, Rollout
 from domain_mlflow.sinks.rows import DomainConfig, State
 from domain_mlflow.sinks.sql import domain_lock_name
 
@@ -41,7 +41,6 @@ _log = logging.getLogger(__name__)
 DEFAULT_STEPS = (10.0, 50.0, 100.0)
 DEFAULT_MIN_REQUESTS = 100
 DEFAULT_AB_MAX_REQUESTS = 10_000
-_LABELS = {"canary": "canary", "ab": "A/B test"}
 
 
 def canary_plan(steps: list[float] | None = None, bake_minutes: float = 0.0,
@@ -92,7 +91,7 @@ def start(promoter: Promoter, domain_id: str, version: int, plan: dict[str, Any]
         running = promoter.store.active_rollout(domain_id)
         if running is not None:
             raise PromotionError(
-                f"{domain_id} already has a {_LABELS[running.kind]} of version "
+                f"{domain_id} already has a {KIND_LABELS[running.kind]} of version "
                 f"{running.registry_version} {running.state}: one at a time")
         promotion = _candidate(promoter, domain_id, version)
         config = promoter.store.get_config(domain_id)
@@ -106,9 +105,9 @@ def start(promoter: Promoter, domain_id: str, version: int, plan: dict[str, Any]
         if promoter.registry.promotion_mode(domain_id) == "manual":
             if not by:
                 raise ConfigError(f"{domain_id} is in manual mode: --by NAME approves "
-                                  f"version {version} for the {_LABELS[kind]}")
+                                  f"version {version} for the {KIND_LABELS[kind]}")
             changes.update(approved_by=by, approved_at=utc_now(),
-                           approval_reason=reason or f"approved for a {_LABELS[kind]}")
+                           approval_reason=reason or f"approved for a {KIND_LABELS[kind]}")
         if not promotion.model_version:
             raise PromotionError(f"version {version} of {domain_id} has no model_version tag")
         # Servable before any pointer names it, as in a promotion.
@@ -116,7 +115,7 @@ def start(promoter: Promoter, domain_id: str, version: int, plan: dict[str, Any]
                                        promotion.semver)
         rollout, config = promoter.targets.start_rollout(
             promotion, kind=kind, plan=plan, percent=plan["steps"][0], actor=actor,
-            reason=reason or f"{_LABELS[kind]} of version {version} started by {actor}",
+            reason=reason or f"{KIND_LABELS[kind]} of version {version} started by {actor}",
             approval=changes)
         _publish(promoter, config, f"{kind}_start")
     promoter.targets.tag_review(domain_id, version, {"promotion_status": f"in_{kind}"})
@@ -203,7 +202,7 @@ def _next_step(promoter: Promoter, rollout: Rollout, evidence: dict[str, Any]) -
                     f"{evidence['why']}", promote=True)
     moved, config = promoter.targets.step_rollout(rollout, percent=following,
                                                   evidence=evidence, actor=promoter.actor)
-    _reached(promoter, "rollout-stepped")
+    promoter.reached("rollout-stepped")
     _publish(promoter, config, "canary_step")
     _announce(promoter, moved, "next_step", evidence)
     return moved
@@ -216,8 +215,8 @@ def _end(promoter: Promoter, rollout: Rollout, state: str, decision: str,
     ended, promotion, config = promoter.targets.end_rollout(
         rollout, state=state, decision=decision, evidence=evidence, actor=actor,
         reason=reason, promote=promote)
-    _reached(promoter, "rollout-ended")
-    _log.warning("%s %s of %s v%s: %s", _LABELS[rollout.kind], decision, rollout.domain_id,
+    promoter.reached("rollout-ended")
+    _log.warning("%s %s of %s v%s: %s", KIND_LABELS[rollout.kind], decision, rollout.domain_id,
                  rollout.registry_version, reason)
     if promote:
         promoter.process_locked([rollout.domain_id])
@@ -231,11 +230,6 @@ def _end(promoter: Promoter, rollout: Rollout, state: str, decision: str,
         promoter.process_locked([rollout.domain_id])  # the versions that waited go on
     _announce(promoter, ended, decision, evidence)
     return ended
-
-
-def _reached(promoter: Promoter, point: str) -> None:
-    if promoter.failpoint:
-        promoter.failpoint(point)
 
 
 def _publish(promoter: Promoter, config: DomainConfig, event: str) -> None:
@@ -252,17 +246,12 @@ def repair_redis(promoter: Promoter) -> list[str]:
     """Rewrite the Redis keys that differ from the config store (Redis restarted or a
     publish failed) of domains with a rollout running, or one that changed within the
     monitor's window (an abort whose publish failed)."""
-    redis = promoter.targets.redis
-    if redis is None:
+    if promoter.targets.redis is None:
         return []
     domains = promoter.store.rollout_domains_since(
         utc_now() - timedelta(seconds=promoter.settings.monitor_window_seconds))
     configs = promoter.store.get_configs(domains)
-    stored = redis.get_many(list(configs))
-    drifted = [c for c in configs.values() if stored.get(c.domain_id) != c.serving_payload()]
-    if drifted:
-        promoter.targets.publish([(config, "repair") for config in drifted])
-    return [config.domain_id for config in drifted]
+    return [config.domain_id for config in promoter.targets.repair_redis(list(configs.values()))]
 
 
 def _announce(promoter: Promoter, rollout: Rollout, decision: str,
@@ -280,7 +269,7 @@ def _active(promoter: Promoter, domain_id: str, kind: str) -> Rollout:
     registered_model(promoter, domain_id)
     rollout = promoter.store.active_rollout(domain_id)
     if rollout is None or rollout.kind != kind:
-        raise PromotionError(f"{domain_id} has no {_LABELS[kind]} running")
+        raise PromotionError(f"{domain_id} has no {KIND_LABELS[kind]} running")
     return rollout
 
 
@@ -322,7 +311,7 @@ def _end_by_hand(promoter: Promoter, domain_id: str, kind: str, by: str, reason:
         found = verdict(promoter, rollout)
         rollout = _end(promoter, rollout, state, decision,
                        {**found["evidence"], "why": found["why"]}, by,
-                       f"{_LABELS[kind]} {state} by {by}: {reason or 'no reason given'}",
+                       f"{KIND_LABELS[kind]} {state} by {by}: {reason or 'no reason given'}",
                        promote=promote)
     return describe(promoter, rollout)
 
@@ -334,7 +323,7 @@ def status(promoter: Promoter, domain_id: str, kind: str | None = None) -> dict[
     if rollout is None:
         ended = [r for r in promoter.store.rollouts(domain_id) if kind in (None, r.kind)]
         if not ended:
-            raise PromotionError(f"{domain_id} has had no {_LABELS.get(kind or '', 'rollout')}")
+            raise PromotionError(f"{domain_id} has had no {KIND_LABELS.get(kind or '', 'rollout')}")
         rollout = ended[0]
     return describe(promoter, rollout)
 
@@ -343,5 +332,5 @@ def describe(promoter: Promoter, rollout: Rollout) -> dict[str, Any]:
     """A rollout as the CLI and the dashboard show it."""
     rollout = promoter.store.get_rollout(rollout.id)
     current = verdict(promoter, rollout) if rollout.is_active else None
-    return {**rollout.as_dict(), "label": _LABELS[rollout.kind],
+    return {**rollout.as_dict(), "label": KIND_LABELS[rollout.kind],
             "now": current, "decisions": promoter.store.rollout_decisions(rollout.id)}

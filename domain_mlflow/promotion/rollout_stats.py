@@ -57,14 +57,15 @@ def arm_figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         scores = [float(row["quality"]) for row in mine if row["quality"] is not None]
         errors = sum(row["status"] == "error" for row in mine)
         mean = sum(scores) / len(scores) if scores else None
+        latencies = [float(row["latency_ms"]) for row in mine]
         figures[arm] = {
             "requests": len(mine), "errors": errors,
             "error_rate": errors / len(mine) if mine else None,
-            "latency_p95_ms": p95([float(row["latency_ms"]) for row in mine]),
+            "latency_p95_ms": p95(latencies),
             "rated": len(scores), "quality": mean,
             "quality_variance": (sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)
                                  if mean is not None and len(scores) > 1 else None),
-            "_latencies": [float(row["latency_ms"]) for row in mine],
+            "_latencies": latencies,
         }
     return figures
 
@@ -77,8 +78,10 @@ def two_proportion_z(errors_a: int, n_a: int, errors_b: int, n_b: int) -> float:
     return 0.0 if spread == 0 else (errors_a / n_a - errors_b / n_b) / spread
 
 
-def _public(figures: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in figures.items() if not key.startswith("_")}
+def public_arms(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`arm_figures` without the raw latencies (what evidence and pages show)."""
+    return {arm: {key: value for key, value in figures.items() if not key.startswith("_")}
+            for arm, figures in arms.items()}
 
 
 def canary_verdict(rows: list[dict[str, Any]], *, min_requests: int, bake_seconds: float,
@@ -92,7 +95,7 @@ def canary_verdict(rows: list[dict[str, Any]], *, min_requests: int, bake_second
     arms = arm_figures(rows)
     production, canary = arms[PRODUCTION_ARM], arms[CANDIDATE_ARM]
     evidence: dict[str, Any] = {
-        "arms": {arm: _public(figures) for arm, figures in arms.items()},
+        "arms": public_arms(arms),
         "min_requests": min_requests, "bake_seconds": bake_seconds,
         "step_age_seconds": round(step_age_seconds, 3), "confidence": confidence, "checks": []}
     if min(production["requests"], canary["requests"]) < min_requests:
@@ -155,7 +158,7 @@ def ab_verdict(rows: list[dict[str, Any]], *, metric: str, min_requests: int,
     production, candidate = arms[PRODUCTION_ARM], arms[CANDIDATE_ARM]
     counted = "rated" if metric == "quality" else "requests"
     difference, low, high = _difference(metric, production, candidate, confidence, seed)
-    evidence = {"arms": {arm: _public(figures) for arm, figures in arms.items()},
+    evidence = {"arms": public_arms(arms),
                 "metric": metric, "difference": difference, "interval": [low, high],
                 "confidence": confidence, "min_requests": min_requests,
                 "max_requests": max_requests}

@@ -23,6 +23,7 @@ RUNNING, PAUSED = "running", "paused"
 ACTIVE_STATES = (RUNNING, PAUSED)
 ENDED_STATES = ("aborted", "promoted", "concluded")
 KINDS = ("canary", "ab")
+KIND_LABELS = {"canary": "canary", "ab": "A/B test"}  # how messages and pages name a kind
 # The arm of a request: the version in production, or the one on trial.
 PRODUCTION_ARM, CANDIDATE_ARM = "production", "candidate"
 
@@ -51,6 +52,16 @@ class Rollout:
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def mark(self) -> dict[str, Any]:
+        """The rollout in a few words: kind, state, candidate and share, and its step
+        (1-based) of how many (``status``, the overview cards)."""
+        return {"rollout_id": self.id, "kind": self.kind, "label": KIND_LABELS[self.kind],
+                "state": self.state, "percent": self.percent,
+                "registry_version": self.registry_version, "model_version": self.model_version,
+                "baseline_registry_version": self.baseline_registry_version,
+                "step": self.step_index + 1, "steps": len(self.plan["steps"]),
+                "metric": self.plan.get("metric")}
 
     def split(self) -> dict[str, Any]:
         """What clients route by (Redis and ``domain_configs.split``)."""

@@ -120,6 +120,16 @@ class ServingTargets:
             self._reached("redis-written")
         return DONE
 
+    def repair_redis(self, configs: list[DomainConfig]) -> list[DomainConfig]:
+        """Rewrite the Redis keys that differ from these configs (one MGET, then one
+        MULTI/EXEC for the drifted ones); returns those."""
+        if self.redis is None or not configs:
+            return []
+        stored = self.redis.get_many([config.domain_id for config in configs])
+        drifted = [c for c in configs if stored.get(c.domain_id) != c.serving_payload()]
+        self.publish([(config, "repair") for config in drifted])
+        return drifted
+
     # --- the registry -------------------------------------------------------------
 
     def move_alias(self, domain_id: str, version: int, replaced: int | None, *,
