@@ -9,8 +9,10 @@ gate thresholds live in its tags ``threshold.accuracy``, ``threshold.latency_ms`
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +107,32 @@ def paged(search: Any, **kwargs: Any) -> list[Any]:
             return items
 
 
+# Pages of an incremental search: a small first page (usually all there is), then full ones.
+_SINCE_PAGES = (100, 1000)
+
+
+def versions_since(client: MlflowClient, filter_string: str, since_millis: int | None
+                   ) -> list[ModelVersion]:
+    """The versions matching ``filter_string`` registered at or after ``since_millis``
+    (epoch milliseconds), newest first: pages in creation order, stopping at the first
+    older one, so the cost follows what is new. ``None``: every version."""
+    if since_millis is None:
+        return paged(client.search_model_versions, filter_string=filter_string,
+                     max_results=_SINCE_PAGES[-1])
+    found: list[ModelVersion] = []
+    token, page_number = None, 0
+    while True:
+        size = _SINCE_PAGES[min(page_number, len(_SINCE_PAGES) - 1)]
+        page = client.search_model_versions(filter_string, max_results=size,
+                                            order_by=["creation_timestamp DESC"],
+                                            page_token=token)
+        fresh = [v for v in page if (v.creation_timestamp or 0) >= since_millis]
+        found += fresh
+        token, page_number = page.token, page_number + 1
+        if not token or len(fresh) < len(page):
+            return found
+
+
 def register_version(
     client: MlflowClient,
     domain_id: str,
@@ -131,7 +159,6 @@ def latest_semver_tags(client: MlflowClient, name: str) -> dict[str, str] | None
 
 PRODUCTION_ALIAS = "production"
 PREVIOUS_ALIAS = "previous"
-STAGE_TAG = "stage"
 METRIC_TAGS = ("accuracy", "latency_ms", "latency_p95_ms", "training_loss", "validation_loss",
                "tokens_per_second")
 
@@ -185,6 +212,13 @@ def production_version(client: MlflowClient, domain_id: str) -> int | None:
     return int(version) if version is not None else None
 
 
+def default_concurrency(registry_uri: str) -> int:
+    """Registry calls side by side: 1 on a local SQLite or file store (its writes queue
+    on one file), 8 against a tracking server or a database server."""
+    scheme = registry_uri.partition(":")[0].lower() if "://" in registry_uri else "file"
+    return 1 if scheme in ("sqlite", "file") else 8
+
+
 def _writer(client: MlflowClient) -> object:
     """What alias and tag writes to our ``domain.*`` models go through.
 
@@ -210,13 +244,14 @@ def set_version_tags(client: MlflowClient, domain_id: str, version: int | str,
 
 def move_production_alias(client: MlflowClient, domain_id: str, version: int,
                           replaced: int | None) -> None:
-    """``production`` → ``version``; the replaced version keeps ``previous`` for rollback."""
+    """``production`` → ``version``; the replaced version keeps ``previous`` for rollback.
+
+    The aliases are the registry's only record of the stage: a ``stage`` tag would say
+    the same in two more writes per promotion (see docs/promotion.md)."""
     writer, name = _writer(client), registered_model_name(domain_id)
     if replaced is not None and replaced != version:
         writer.set_registered_model_alias(name, PREVIOUS_ALIAS, str(replaced))
-        writer.set_model_version_tag(name, str(replaced), STAGE_TAG, "archived")
     writer.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
-    writer.set_model_version_tag(name, str(version), STAGE_TAG, "production")
 
 
 THRESHOLD_CACHE_SECONDS = 10.0
@@ -245,11 +280,25 @@ class DomainRegistry:
     applies within THRESHOLD_CACHE_SECONDS)."""
 
     def __init__(self, client: MlflowClient, defaults: Thresholds,
-                 default_mode: str = "auto") -> None:
+                 default_mode: str = "auto", concurrency: int = 1) -> None:
         self.client = client
         self.defaults = defaults
         self.default_mode = default_mode
+        self.concurrency = max(1, concurrency)
         self._policies: dict[str, tuple[float, DomainPolicy]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def each(self, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``call`` on every item, at most ``concurrency`` at a time (registry calls side
+        by side, over MLflow's one HTTP session pool); the results in order."""
+        if self.concurrency == 1 or len(items) < 2:
+            return [call(item) for item in items]
+        with self._pool_lock:  # one pool per process: every batch's calls share the bound
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency,
+                                                thread_name_prefix="registry")
+        return list(self._pool.map(call, items))
 
     def policy(self, domain_id: str) -> DomainPolicy:
         cached = self._policies.get(domain_id)

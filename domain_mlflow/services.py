@@ -60,9 +60,18 @@ class Services:
 
     @cached_property
     def registry(self) -> DomainRegistry:
-        from domain_mlflow.registry import DomainRegistry
+        import os
 
-        return DomainRegistry(self.client, self.settings.thresholds, self.settings.promotion_mode)
+        from domain_mlflow.registry import DomainRegistry, default_concurrency
+
+        concurrency = self.settings.registry_concurrency or default_concurrency(
+            str(getattr(self.client, "_registry_uri", "") or self.client.tracking_uri))
+        # MLflow's one HTTP session keeps MLFLOW_HTTP_POOL_MAXSIZE connections (10); more
+        # calls side by side than that would open and drop connections.
+        if concurrency > 10:
+            os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", str(concurrency))
+        return DomainRegistry(self.client, self.settings.thresholds,
+                              self.settings.promotion_mode, concurrency)
 
     @cached_property
     def store(self) -> ConfigStore:

@@ -141,6 +141,12 @@ class Settings:
     webhook_limit_concurrency: int = 1024
     webhook_workers: int = 1
     poll_interval_seconds: float = 30.0
+    # A cycle reads the versions registered since the newest one it knows, minus this
+    # margin (a version committed late); every POLL_FULL_SWEEP_SECONDS it reads them all.
+    poll_lookback_seconds: float = 30.0
+    poll_full_sweep_seconds: float = 900.0
+    # Registry calls a cycle makes side by side; None: 1 on a SQLite or file store, else 8.
+    registry_concurrency: int | None = None
     auto_rollback: bool = False
     alert_error_rate: float = 0.1
     alert_latency_p95_ms: float = 1000.0
@@ -216,6 +222,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_limit_concurrency=_integer(env, "WEBHOOK_LIMIT_CONCURRENCY", 1024, 1, 1_000_000),
         webhook_workers=_integer(env, "WEBHOOK_WORKERS", 1, 1, 64),
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 30.0, 0.1, 86400.0),
+        poll_lookback_seconds=_number(env, "POLL_LOOKBACK_SECONDS", 30.0, 0.0, 86400.0),
+        poll_full_sweep_seconds=_number(env, "POLL_FULL_SWEEP_SECONDS", 900.0, 1.0,
+                                        7 * 86400.0),
+        registry_concurrency=(_integer(env, "REGISTRY_CONCURRENCY", 8, 1, 256)
+                              if _raw(env, "REGISTRY_CONCURRENCY") else None),
         auto_rollback=_bool(env, "AUTO_ROLLBACK", False),
         alert_error_rate=_number(env, "ALERT_ERROR_RATE_THRESHOLD", 0.1, 0.0, 1.0),
         alert_latency_p95_ms=_number(env, "ALERT_LATENCY_THRESHOLD_MS", 1000.0, 0.0),

@@ -331,6 +331,8 @@ class DomainMetricsCollector:
     @staticmethod
     def _versions(snap: Snapshot, domain_id: str) -> list[dict[str, Any]]:
         production = snap.production.get(domain_id)
+        config = snap.configs.get(domain_id)
+        previous = getattr(config, "previous_registry_version", None)
         rows = []
         for version in sorted(snap.versions.get(domain_id, []), key=lambda v: int(v.version)):
             rows.append({
@@ -338,7 +340,8 @@ class DomainMetricsCollector:
                 "model_version": version.tags.get("model_version"),
                 "semver": version.tags.get(SEMVER_TAG),
                 "training_run_id": version.tags.get("training_run_id"),
-                "stage": version.tags.get("stage"),
+                "stage": version_stage(int(version.version), production, previous,
+                                       version.tags.get("promotion_status")),
                 "validation_status": version.tags.get("validation_status"),
                 "is_production": int(version.version) == production,
                 "created_at": _from_millis(version.creation_timestamp),
@@ -406,3 +409,14 @@ class DomainMetricsCollector:
             "attempts": promotion.attempts,
             "since": promotion.created_at.isoformat(),
         }
+
+
+def version_stage(number: int, production: int | None, previous: int | None,
+                  promotion_status: str | None) -> str:
+    """A version's stage, from the pointers (production, and the version it replaced)
+    and the gate's recorded refusal: the registry keeps no ``stage`` tag."""
+    if number == production:
+        return "production"
+    if number == previous:
+        return "previous"
+    return "rejected" if promotion_status == "rejected" else "staging"

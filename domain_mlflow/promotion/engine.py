@@ -228,13 +228,18 @@ class Promoter:
                 self.reached(reached)
         return list(latest.values())
 
-    def _each(self, group: list[Promotion], action: Callable[[Promotion], Any]
-              ) -> tuple[list[tuple[Promotion, Any]], list[Promotion]]:
+    def _each(self, group: list[Promotion], action: Callable[[Promotion], Any], *,
+              registry: bool = False) -> tuple[list[tuple[Promotion, Any]], list[Promotion]]:
         """Run ``action`` on each promotion: (promotion, result) pairs for those it
-        worked on, and the others, their failure recorded for a retry with backoff."""
+        worked on, and the others, their failure recorded for a retry with backoff.
+        ``registry``: the action is registry calls, made side by side (bounded)."""
+        def attempt(promotion: Promotion) -> tuple[Any, BaseException | None]:
+            return _attempt(functools.partial(action, promotion))
+
+        outcomes = (self.registry.each(attempt, group) if registry
+                    else [attempt(promotion) for promotion in group])
         worked, failed = [], []
-        for promotion in group:
-            result, error = _attempt(functools.partial(action, promotion))
+        for promotion, (result, error) in zip(group, outcomes, strict=True):
             if error is None:
                 worked.append((promotion, result))
             else:
@@ -288,12 +293,11 @@ class Promoter:
         if waiting:
             moved = [p for p in moved if p.state is not State.AWAITING_APPROVAL]
             moved += awaiting.review_requested(self, waiting)
-        for rejected, (_, _, reason, _) in zip(
-                self.store.reject_many(refusals) if refusals else [], refusals, strict=True):
-            self.targets.tag_decision(rejected.domain_id, rejected.registry_version,
-                                      "rejected", reason)
-            moved.append(rejected)
-        return moved + failed
+        rejected = self.store.reject_many(refusals) if refusals else []
+        self.registry.each(lambda pair: self.targets.tag_decision(
+            pair[0].domain_id, pair[0].registry_version, "rejected", pair[1][2]),
+            list(zip(rejected, refusals, strict=True)))
+        return moved + rejected + failed
 
     def _decide(self, promotion: Promotion, current: DomainConfig | None
                 ) -> GateDecision | None:
@@ -401,7 +405,7 @@ class Promoter:
 
         def move(live: list[Promotion]) -> tuple[list[tuple[Promotion, str]],
                                                  list[Promotion]]:
-            return self._each(live, point)
+            return self._each(live, point, registry=True)
 
         return self._sync(group, configs, State.DONE, Target.REGISTRY, move)
 

@@ -1,19 +1,25 @@
 """The poller: the reconciler that finds new versions and repairs drift.
 
-One cycle: one paginated registry search for every ``domain.*`` version and one of
-the registered models (their threshold tags), one config-store query for which
-versions are already decided, the due promotions (in batches of domains, each step
-one transaction per batch), the ``approval`` tags set in the MLflow UI on versions
-awaiting approval (read from the first search), then a second search of the registered models (their
-aliases) and drift repair (the production alias, Redis keys, LocalAI serving
-names). A named lock (Postgres advisory lock, or a file lock beside SQLite) lets
-one poller run a cycle at a time; others skip it.
+One cycle reads what changed, not the history: the ``domain.*`` versions registered
+since the newest one the config store has a record of (less ``POLL_LOOKBACK_SECONDS``,
+for a version committed late), newest first, stopping at the first older one; every
+``POLL_FULL_SWEEP_SECONDS`` (and on its first cycle) it reads them all. Then the due
+promotions in batches of domains (each step one transaction per batch, their
+registry calls side by side), the ``approval`` tags of the versions awaiting
+approval, and drift repair under the domains' locks: one search of the registered
+models (their aliases), one Redis ``MGET``, one LocalAI ``GET /v1/models``.
+
+Several pollers run side by side and split the work through the domains' locks: a
+domain another poller, a webhook or a command holds is left to it (what it leaves
+due, the next cycle takes).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +28,7 @@ from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged, versions_since
 from domain_mlflow.sinks.config_store import domain_lock_name
 from domain_mlflow.sinks.rows import Kind, State
 
@@ -30,11 +36,14 @@ _log = logging.getLogger(__name__)
 _PAGE = 1000
 # Domains processed together: each step one transaction for the whole batch.
 _BATCH = 250
+# Due domains above which the thresholds come from one search of all registered models.
+_PRIME_ABOVE = 20
 
 
 @dataclass
 class PollReport:
-    locked_out: bool = False
+    locked_out: bool = False  # kept for callers: pollers no longer shut each other out
+    full_sweep: bool = False  # this cycle read every version, not only the new ones
     versions_seen: int = 0
     requested: int = 0
     processed: int = 0
@@ -70,31 +79,40 @@ class Poller:
         if workers is None:
             workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
+        self._swept_at: float | None = None  # monotonic time of the last full sweep
 
     def poll_once(self) -> PollReport:
         report = PollReport()
-        with self.promoter.store.lock("poller", blocking=False) as acquired:
-            if not acquired:
-                report.locked_out = True
-                return report
-            client = self.promoter.client
-            pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
-            versions = paged(client.search_model_versions, filter_string=pattern, max_results=_PAGE)
-            report.versions_seen = len(versions)
-            tags = {domain_of(model.name): dict(model.tags)
-                    for model in paged(client.search_registered_models, filter_string=pattern,
-                                         max_results=_PAGE)}
-            self._request_new(versions, report)
-            self._process_due(report, tags)
-            self._apply_reviews(versions, report)
-            self._repair(pattern, versions, report)
+        pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+        versions = self._changed_versions(pattern, report)
+        report.versions_seen = len(versions)
+        self._request_new(versions, report)
+        self._process_due(pattern, report)
+        self._apply_reviews(report)
+        self._repair(pattern, report)
         report.errors = [self.promoter.targets.redact(error) for error in report.errors]
         return report
+
+    def _changed_versions(self, pattern: str, report: PollReport) -> list[Any]:
+        """The versions registered since the watermark, or all of them on a full sweep."""
+        settings = self.promoter.settings
+        now = time.monotonic()
+        newest = None
+        if self._swept_at is not None and now - self._swept_at < \
+                settings.poll_full_sweep_seconds:
+            newest = self.promoter.store.newest_registration()
+        if newest is None:
+            report.full_sweep = True
+            versions = versions_since(self.promoter.client, pattern, None)
+            self._swept_at = now
+            return versions
+        since = newest.timestamp() - settings.poll_lookback_seconds
+        return versions_since(self.promoter.client, pattern, int(since * 1000))
 
     def _request_new(self, versions: list[Any], report: PollReport) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
         # Any record counts as decided: a version promoted by hand needs no automatic decision.
-        known = self.promoter.store.versions_with_promotions(sorted({d for d, _ in ours}))
+        known = self.promoter.store.known_versions(list(ours))
         new = sorted(set(ours) - known, key=lambda pair: pair[1])
         created = self.promoter.store.create_promotions([
             self.promoter.request_fields(domain, ours[(domain, number)],
@@ -102,29 +120,34 @@ class Poller:
             for domain, number in new])
         report.requested += sum(was_created for _, was_created in created)
 
-    def _process_due(self, report: PollReport, tags: dict[str | None, dict[str, str]]
-                     ) -> None:
+    def _process_due(self, pattern: str, report: PollReport) -> None:
         """Due promotions in batches of domains, batches side by side (each domain's own
-        promotions stay in order). ``tags``: the registered models' tags from this cycle's
-        search, which hold the thresholds."""
+        promotions stay in order). A domain whose lock is held elsewhere is left to its
+        holder. The thresholds come from one search of the registered models' tags."""
         domains = sorted({p.domain_id for p in self.promoter.store.open_promotions(due_only=True)})
+        if not domains:
+            return
+        # Many due: one search for every domain's thresholds; a few: each domain's own read.
+        tags = {domain_of(model.name): dict(model.tags)
+                for model in paged(self.promoter.client.search_registered_models,
+                                   filter_string=pattern, max_results=_PAGE)
+                } if len(domains) > _PRIME_ABOVE else {}
         batches = [domains[start : start + _BATCH] for start in range(0, len(domains), _BATCH)]
+        # Pollers started together begin at different batches instead of queueing on one.
+        offset = random.randrange(len(batches))
+        batches = batches[offset:] + batches[:offset]
 
         def process(batch: list[str]) -> tuple[list[Any], list[str]]:
             try:
                 for domain in batch:  # just before the gate, so the cache is fresh
                     if domain in tags:
                         self.promoter.registry.prime_thresholds(domain, tags[domain])
-                processed, busy = self.promoter.process_domains(batch)
+                    elif not tags:  # a bad tag stops its batch here, reported as before
+                        self.promoter.registry.policy(domain)
+                processed, _busy = self.promoter.process_domains(batch)
             except Exception as error:  # e.g. the config store down: next cycle retries
                 return [], [_failure(f"{len(batch)} domains from {batch[0]}", error)]
-            errors = []
-            for domain in busy:  # held by a webhook or a manual command: wait for it
-                try:
-                    processed += self.promoter.process_domain(domain)
-                except Exception as error:
-                    errors.append(_failure(domain, error))
-            return processed, errors
+            return processed, []
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             outcomes = pool.map(process, batches) if self.workers > 1 else map(process, batches)
@@ -136,12 +159,12 @@ class Poller:
                     report.rejected += promotion.state is State.REJECTED
                     report.pending += promotion.state.is_due
 
-    def _apply_reviews(self, versions: list[Any], report: PollReport) -> None:
-        """Approvals set in the MLflow UI (the ``approval`` tag in this cycle's search),
-        and expiry; what still waits is counted."""
-        tags = {(domain_of(v.name), int(v.version)): v.tags for v in versions
-                if domain_of(v.name)}
+    def _apply_reviews(self, report: PollReport) -> None:
+        """Approvals set in the MLflow UI (the ``approval`` tag) on the versions awaiting
+        approval, read in one search per 50 domains; expiry; what still waits is counted."""
         try:
+            awaiting = self.promoter.store.awaiting_approval()
+            tags = self._awaiting_tags(awaiting) if awaiting else {}
             for result in apply_registry_reviews(self.promoter, version_tags=tags):
                 report.processed += 1
                 report.promoted += bool(result.get("deployed"))
@@ -149,7 +172,26 @@ class Poller:
         except Exception as error:  # the next cycle tries again
             report.errors.append(_failure("approvals", error))
 
-    def _repair(self, pattern: str, versions: list[Any], report: PollReport) -> None:
+    def _awaiting_tags(self, awaiting: list[Any]) -> dict[tuple[str, int], Any]:
+        from domain_mlflow.naming import registered_model_name
+
+        oldest: dict[str, int] = {}
+        for promotion in awaiting:
+            oldest[promotion.domain_id] = min(promotion.registry_version,
+                                              oldest.get(promotion.domain_id, 1 << 62))
+        domains = sorted(oldest)
+        filters = []
+        for start in range(0, len(domains), 50):
+            chunk = domains[start : start + 50]
+            names = ", ".join(f"'{registered_model_name(domain)}'" for domain in chunk)
+            filters.append(f"name IN ({names}) AND version_number >= "
+                           f"{min(oldest[domain] for domain in chunk)}")
+        found = self.promoter.registry.each(
+            lambda where: paged(self.promoter.client.search_model_versions,
+                                filter_string=where, max_results=_PAGE), filters)
+        return {(domain_of(v.name), int(v.version)): v.tags for page in found for v in page}
+
+    def _repair(self, pattern: str, report: PollReport) -> None:
         store = self.promoter.store
         names = [domain_lock_name(config.domain_id) for config in store.all_configs()]
         # Under the domains' locks no promotion moves a config or an alias while they
@@ -159,15 +201,13 @@ class Poller:
             busy = {p.domain_id for p in store.open_promotions() if p.state.is_due}
             configs = [c for c in store.all_configs()
                        if domain_lock_name(c.domain_id) in held and c.domain_id not in busy]
-            self._repair_domains(pattern, configs, versions, report)
+            self._repair_domains(pattern, configs, report)
 
-    def _repair_domains(self, pattern: str, configs: list[Any], versions: list[Any],
-                        report: PollReport) -> None:
+    def _repair_domains(self, pattern: str, configs: list[Any], report: PollReport) -> None:
         promoter, targets = self.promoter, self.promoter.targets
         models = paged(promoter.client.search_registered_models, filter_string=pattern,
                        max_results=_PAGE)
         aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
-        run_ids = {(domain_of(v.name), int(v.version)): v.run_id for v in versions}
         for config in configs:
             alias = aliases.get(config.domain_id)
             if alias is None:
@@ -183,7 +223,7 @@ class Poller:
                 report.repaired.append(f"{config.domain_id}: registry alias → v{alias}")
         try:
             self._repair_redis(configs, report)
-            self._repair_localai(configs, run_ids, report)
+            self._repair_localai(configs, report)
         except DomainMlflowError as error:
             report.errors.append(f"drift repair: {error}")
 
@@ -191,8 +231,7 @@ class Poller:
         drifted = self.promoter.targets.repair_redis(configs)
         report.repaired += [f"{config.domain_id}: redis key" for config in drifted]
 
-    def _repair_localai(self, configs: list[Any], run_ids: dict[Any, Any],
-                        report: PollReport) -> None:
+    def _repair_localai(self, configs: list[Any], report: PollReport) -> None:
         targets = self.promoter.targets
         if targets.localai is None or not configs:
             return
@@ -200,9 +239,10 @@ class Poller:
         for config in configs:
             if config.serving_name in listed and config.model_version in listed:
                 continue
+            run_id = self.promoter.registry.version(config.domain_id,
+                                                    config.registry_version).run_id
             targets.serve(config.serving_name, config.domain_id, config.model_version,
-                          run_ids.get((config.domain_id, config.registry_version)), None,
-                          config.semver)
+                          run_id, None, config.semver)
             report.repaired.append(f"{config.domain_id}: localai serving name")
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:

@@ -212,7 +212,7 @@ class WebhookReceiver:
                     "registry_version": version, "review": data.get("value")}
         if event != "model_version_alias.created" and (
             data.get("key") in OUR_TAGS
-            or (domain, version) in self.promoter.store.versions_with_promotions([domain])
+            or bool(self.promoter.store.known_versions([(domain, version)]))
         ):
             # Our own tag writes echo back here, and a decided version needs nothing more.
             return {"status": "ignored", "event": event, "reason": "already decided"}

@@ -165,6 +165,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             UNIQUE (rollout_id, step_index)
         )""",
     ]),
+    (7, "poll cycles that read what changed: versions by domain, newest registration", [
+        "CREATE INDEX promotions_version ON promotions (domain_id, registry_version)",
+        "CREATE INDEX promotions_registered ON promotions (registered_at)",
+    ]),
 ]
 
 

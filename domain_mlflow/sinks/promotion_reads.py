@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from domain_mlflow.sinks.database import Database, utc_now
+from domain_mlflow.sinks.database import Database, to_datetime, utc_now
 from domain_mlflow.sinks.rows import DUE_STATES, OPEN_STATES, Promotion, promotion_from_row
 from domain_mlflow.sinks.sql import chunks
 
@@ -50,18 +51,24 @@ class PromotionReads:
             rows = tx.execute(sql + " ORDER BY id", params)
         return [promotion_from_row(row) for row in rows]
 
-    def versions_with_promotions(self, domain_ids: list[str]) -> set[tuple[str, int]]:
-        """(domain, version) pairs that have any promotion record, for these domains."""
+    def known_versions(self, pairs: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (domain, version) pairs have any promotion record: the cost
+        follows ``pairs``, not the domains' history."""
         found: set[tuple[str, int]] = set()
         with self.database.transaction() as tx:
-            for chunk in chunks(domain_ids):
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = tx.execute(
-                    "SELECT DISTINCT domain_id, registry_version FROM promotions "
-                    f"WHERE domain_id IN ({marks})", chunk,
-                )
+            for chunk in chunks(sorted(set(pairs)), 250):
+                where = " OR ".join(["(domain_id = %s AND registry_version = %s)"] * len(chunk))
+                rows = tx.execute("SELECT DISTINCT domain_id, registry_version FROM promotions "
+                                  f"WHERE {where}", [value for pair in chunk for value in pair])
                 found.update((row["domain_id"], int(row["registry_version"])) for row in rows)
         return found
+
+    def newest_registration(self) -> datetime | None:
+        """When the newest version with a promotion record was registered (the poller's
+        watermark), or None before the first."""
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT MAX(registered_at) AS newest FROM promotions")
+        return to_datetime(rows[0]["newest"]) if rows else None
 
     def known_request_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` already have a promotion record (one query per 500 keys)."""

@@ -102,7 +102,6 @@ def version_tags(
         "validation_status": decision.status,
         "validation_reasons": decision.summary(),
         "gate_thresholds": json.dumps(decision.thresholds.as_dict()),
-        "stage": "staging",  # production / archived once promoted / replaced
         **extra,
         **{name: repr(float(value)) for name, value in metrics.items()},
     }

@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from domain_mlflow import AutoDeploymentTrigger
+from domain_mlflow import AutoDeploymentTrigger, DomainMetricsCollector
 from domain_mlflow.promotion import manual
 from domain_mlflow.promotion.poller import Poller
 from tests.helpers import lock_held_elsewhere
@@ -51,10 +51,13 @@ def test_versions_promote_in_turn_a_failing_one_changes_nothing_and_rollback_res
     client = MlflowClient()
     assert str(client.get_registered_model(f"domain.{DOMAIN}").aliases["previous"]) == \
         str(second.version)
-    stages = {v: client.get_model_version(f"domain.{DOMAIN}", v).tags["stage"]
-              for v in (first.version, second.version, failing.version)}
-    assert stages == {first.version: "production", second.version: "archived",
-                      failing.version: "staging"}
+    # The aliases alone say where each version stands: no stage tags are written.
+    assert ["stage" in client.get_model_version(f"domain.{DOMAIN}", v).tags
+            for v in (first.version, second.version, failing.version)] == [False] * 3
+    stages = {v["version"]: v["stage"] for v in DomainMetricsCollector(
+        cache_seconds=0).collect_domain_metrics(DOMAIN)["versions"]}
+    assert stages == {int(first.version): "production", int(second.version): "previous",
+                      int(failing.version): "rejected"}
 
     history = [(h["action"], h["registry_version"], h["version_number"])
                for h in manual.history(make_promoter(), DOMAIN)]
@@ -121,12 +124,16 @@ def test_one_cycle_promotes_rejects_and_holds_back_domains_of_one_batch_each_on_
         "domain.batch-untagged").aliases
 
 
-def test_a_domain_locked_by_another_promoter_is_promoted_once_it_is_let_go(services):
+def test_a_domain_another_promoter_holds_is_left_to_it_and_taken_once_let_go(services):
     versions = {domain: register_domain_version(domain, PASSING) for domain in ("held", "free")}
-    with lock_held_elsewhere(make_promoter("webhook").store.database, "domain:held",
-                             release_after=1.0):
-        report = Poller(make_promoter("poller")).poll_once()
-    assert (report.promoted, report.errors) == (2, []), report
+    poller = Poller(make_promoter("poller"))
+    with lock_held_elsewhere(make_promoter("webhook").store.database, "domain:held"):
+        report = poller.poll_once()  # does not wait for the holder
+        assert (report.requested, report.promoted, report.errors) == (2, 1, []), report
+        assert [(p.domain_id, p.state) for p in poller.promoter.store.open_promotions()] == [
+            ("held", "pending")]
+    report = poller.poll_once()
+    assert (report.promoted, report.errors) == (1, []), report
     for domain, version in versions.items():
         assert_everywhere(services, version, domain=domain)
 

@@ -1,0 +1,108 @@
+"""The poller's cycle reads what changed: versions registered since the watermark (with
+a lookback), all of them on a full sweep, and the approvals of the versions waiting."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from mlflow.tracking import MlflowClient
+
+from domain_mlflow.promotion.poller import Poller
+from domain_mlflow.sinks.database import utc_now
+from tests.promotion_helpers import (
+    PASSING,
+    assert_everywhere,
+    make_promoter,
+    register_domain_version,
+)
+
+DOMAIN = "0x5678-SQLAgent"
+
+
+def _poller(**settings: float) -> Poller:
+    promoter = make_promoter("poller")
+    promoter.settings = dataclasses.replace(promoter.settings, **settings)
+    return Poller(promoter)
+
+
+def _push_watermark(poller: Poller, seconds: float) -> None:
+    """As if the newest known version had been registered ``seconds`` from now."""
+    with poller.promoter.store.database.transaction() as tx:
+        tx.execute("UPDATE promotions SET registered_at = %s", (utc_now() + timedelta(
+            seconds=seconds),))
+
+
+def test_after_the_first_sweep_a_cycle_reads_only_the_new_versions(stack):
+    poller = _poller(poll_lookback_seconds=0.0)
+    for _ in range(6):
+        register_domain_version(DOMAIN, PASSING)
+    first = poller.poll_once()
+    assert (first.full_sweep, first.versions_seen, first.requested) == (True, 6, 6)
+
+    quiet = poller.poll_once()
+    # The newest known version is at the watermark itself; the five older ones are not read.
+    assert (quiet.full_sweep, quiet.versions_seen, quiet.requested, quiet.processed) == (
+        False, 1, 0, 0), quiet
+
+    newest = register_domain_version(DOMAIN, PASSING)
+    report = poller.poll_once()
+    assert (report.full_sweep, report.requested, report.promoted) == (False, 1, 1), report
+    assert report.versions_seen <= 2, report
+    assert_everywhere(stack, newest, domain=DOMAIN)
+
+
+def test_a_version_committed_behind_the_watermark_is_found_within_the_lookback(stack):
+    poller = _poller(poll_lookback_seconds=30.0)
+    register_domain_version(DOMAIN, PASSING)
+    poller.poll_once()
+    _push_watermark(poller, 10.0)  # a version registered "later" was recorded first
+    late = register_domain_version(DOMAIN, PASSING)
+    report = poller.poll_once()
+    assert (report.full_sweep, report.requested, report.promoted) == (False, 1, 1), report
+    assert_everywhere(stack, late, domain=DOMAIN)
+
+
+def test_one_behind_the_lookback_waits_for_the_next_full_sweep(stack):
+    poller = _poller(poll_lookback_seconds=1.0, poll_full_sweep_seconds=3600.0)
+    register_domain_version(DOMAIN, PASSING)
+    poller.poll_once()
+    _push_watermark(poller, 60.0)
+    missed = register_domain_version(DOMAIN, PASSING)
+    assert poller.poll_once().requested == 0  # incremental: beyond its lookback
+
+    sweeping = _poller(poll_lookback_seconds=1.0)  # a poller's first cycle sweeps
+    report = sweeping.poll_once()
+    assert (report.full_sweep, report.requested, report.promoted) == (True, 1, 1), report
+    assert_everywhere(stack, missed, domain=DOMAIN)
+
+
+def test_an_approval_tag_set_in_the_registry_is_carried_out_without_a_sweep(stack, monkeypatch):
+    monkeypatch.setenv("PROMOTION_MODE", "manual")
+    poller = _poller(poll_lookback_seconds=0.0)
+    for _ in range(3):
+        register_domain_version("0x1111-Older", PASSING)
+    waiting = register_domain_version(DOMAIN, PASSING)
+    assert poller.poll_once().awaiting_approval == 2  # one per domain
+    MlflowClient().set_model_version_tag(waiting.name, waiting.version, "approval", "approved")
+
+    report = poller.poll_once()
+    assert (report.full_sweep, report.promoted, report.awaiting_approval) == (False, 1, 1), \
+        report
+    assert_everywhere(stack, waiting, domain=DOMAIN)
+
+
+def test_two_pollers_split_a_burst_and_each_version_is_promoted_once(stack):
+    domains = [f"0x{index:04x}-Burst" for index in range(12)]
+    versions = {domain: register_domain_version(domain, PASSING) for domain in domains}
+    first, second = _poller(), _poller()
+    with ThreadPoolExecutor(2) as pool:  # side by side, each over its own connections
+        reports = list(pool.map(Poller.poll_once, [first, second]))
+    assert sum(report.promoted for report in reports) == len(domains), reports
+    assert [report.errors for report in reports] == [[], []]
+    store = first.promoter.store
+    for domain, version in versions.items():
+        assert [(h.action, h.registry_version) for h in store.history(domain)] == [
+            ("promote", int(version.version))]
+    assert_everywhere(stack, versions[domains[0]], domain=domains[0])
