@@ -82,6 +82,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         default=None, help="default $CHECKPOINT_DIR or ./checkpoints")
     parser.add_argument("--model-output-dir", "--model_output_dir", dest="model_output_dir",
                         default=None, help="default $MODEL_OUTPUT_DIR or ./models/domain_models")
+    parser.add_argument("--promote", dest="promote", type=bool_value, default=True,
+                        metavar="{true,false}",
+                        help="true: promote the new version when it passes the gate (default); "
+                             "false: stop at the registered version and leave its promotion "
+                             "to the poller and the webhook receiver, as a trainer that shares "
+                             "no config store with them must")
     parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return parser
 
@@ -114,6 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         normalizer=args.normalizer,
         experiment_name=args.experiment_name,
+        deploy=args.promote,
     )
     results = trainer.train(config)
     if results.get("rank", 0) != 0:
@@ -153,4 +160,7 @@ def _print_training_summary(results: dict[str, Any]) -> None:
     deployment = results.get("deployment")
     if deployment:
         print(f"promotion      {deployment['reason']}")
+    elif results.get("registry_version"):
+        print("promotion      not attempted (--promote false): left to the poller and the "
+              "webhook receiver")
     print(f"model          {results['model_path']}")
