@@ -139,6 +139,7 @@ def register_version(
     source: str,
     run_id: str,
     tags: Mapping[str, str],
+    model_id: str | None = None,
 ) -> ModelVersion:
     """Create the next version of the domain's registered model with ``tags``, and its
     ``semver`` tag derived from the newest earlier version (see :mod:`domain_mlflow.semver`)
@@ -147,7 +148,8 @@ def register_version(
     tags = dict(tags)
     if SEMVER_TAG not in tags:
         tags[SEMVER_TAG] = next_semver(latest_semver_tags(client, name), tags)
-    return client.create_model_version(name=name, source=source, run_id=run_id, tags=tags)
+    return client.create_model_version(name=name, source=source, run_id=run_id, tags=tags,
+                                       model_id=model_id)
 
 
 def latest_semver_tags(client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -214,9 +216,9 @@ def production_version(client: MlflowClient, domain_id: str) -> int | None:
 
 def default_concurrency(registry_uri: str) -> int:
     """Registry calls side by side: 1 on a local SQLite or file store (its writes queue
-    on one file), 8 against a tracking server or a database server."""
+    on one file), 16 against a tracking server or a database server."""
     scheme = registry_uri.partition(":")[0].lower() if "://" in registry_uri else "file"
-    return 1 if scheme in ("sqlite", "file") else 8
+    return 1 if scheme in ("sqlite", "file") else 16
 
 
 def _writer(client: MlflowClient) -> object:

@@ -145,7 +145,7 @@ class Settings:
     # margin (a version committed late); every POLL_FULL_SWEEP_SECONDS it reads them all.
     poll_lookback_seconds: float = 30.0
     poll_full_sweep_seconds: float = 900.0
-    # Registry calls a cycle makes side by side; None: 1 on a SQLite or file store, else 8.
+    # Registry calls a cycle makes side by side; None: 1 on a SQLite or file store, else 16.
     registry_concurrency: int | None = None
     auto_rollback: bool = False
     alert_error_rate: float = 0.1

@@ -26,11 +26,12 @@ from typing import Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
+from domain_mlflow.promotion.drift import reconcile_alias
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
 from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged, versions_since
 from domain_mlflow.sinks.config_store import domain_lock_name
-from domain_mlflow.sinks.rows import Kind, State
+from domain_mlflow.sinks.rows import State
 
 _log = logging.getLogger(__name__)
 _PAGE = 1000
@@ -204,23 +205,15 @@ class Poller:
             self._repair_domains(pattern, configs, report)
 
     def _repair_domains(self, pattern: str, configs: list[Any], report: PollReport) -> None:
-        promoter, targets = self.promoter, self.promoter.targets
+        promoter = self.promoter
         models = paged(promoter.client.search_registered_models, filter_string=pattern,
                        max_results=_PAGE)
         aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
         for config in configs:
             alias = aliases.get(config.domain_id)
-            if alias is None:
-                targets.move_alias(config.domain_id, config.registry_version, None)
-                report.repaired.append(f"{config.domain_id}: registry alias was missing")
-            elif int(alias) != config.registry_version:
-                # Someone moved production in the registry: carry it out everywhere.
-                promoter.request(config.domain_id, int(alias), kind=Kind.FORCE,
-                                 request_key=f"alias:{config.domain_id}:{alias}:"
-                                             f"{config.version_number}",
-                                 reason=f"production alias set to version {alias} in the "
-                                        "registry")
-                report.repaired.append(f"{config.domain_id}: registry alias → v{alias}")
+            done = reconcile_alias(promoter, config, int(alias) if alias is not None else None)
+            if done:
+                report.repaired.append(done)
         try:
             self._repair_redis(configs, report)
             self._repair_localai(configs, report)

@@ -25,10 +25,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from domain_mlflow.exceptions import ConfigError, DomainMlflowError
+from domain_mlflow.promotion.drift import reconcile_alias
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.review import APPROVAL_TAG, apply_registry_reviews
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of
-from domain_mlflow.sinks.rows import Kind
+from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, production_version
 
 if TYPE_CHECKING:
     from domain_mlflow.promotion.webhook_http import ReceiverServer
@@ -146,6 +146,7 @@ class WebhookReceiver:
         self.limits = limits or WebhookLimits()
         self.work: queue.Queue[str | None] = queue.Queue()
         self._pending: set[str] = set()  # queued domains: a burst queues each domain once
+        self._alias_checks: set[str] = set()  # ... and those a production alias event named
         self._pending_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._http: ReceiverServer | None = None
@@ -219,14 +220,12 @@ class WebhookReceiver:
         if event == "model_version_alias.created":
             if data.get("alias") != PRODUCTION_ALIAS:
                 return {"status": "ignored", "event": event}
-            config = self.promoter.store.get_config(domain)
-            if config and config.registry_version == version:
-                return {"status": "ignored", "event": event, "reason": "already production"}
-            promotion = self.promoter.request(
-                domain, version, kind=Kind.FORCE,
-                request_key=f"alias:{domain}:{version}:{config.version_number if config else 0}",
-                reason=f"production alias set to version {version} in the registry")
-        elif event == "model_version.created" and isinstance(data.get("tags"), dict):
+            # The event may be late, or our own alias move: the worker compares the alias
+            # as it stands with the config store, under the domain's lock.
+            self._queue(domain, alias=True)
+            return {"status": "accepted", "event": event, "domain_id": domain,
+                    "registry_version": version, "check": "production alias"}
+        if event == "model_version.created" and isinstance(data.get("tags"), dict):
             # The signed payload carries the version's tags and run: no registry round trip.
             created = SimpleNamespace(name=data["name"], version=version,
                                       run_id=data.get("run_id"), tags=data.get("tags") or {})
@@ -239,25 +238,42 @@ class WebhookReceiver:
 
     # --- threads ------------------------------------------------------------------------
 
-    def _queue(self, domain: str) -> None:
+    def _queue(self, domain: str, alias: bool = False) -> None:
         with self._pending_lock:
+            if alias:
+                self._alias_checks.add(domain)
             if domain in self._pending:
                 return
             self._pending.add(domain)
         self.work.put(domain)
+
+    def _check_alias(self, domain: str) -> None:
+        """Carry out a production alias moved in the registry (see :mod:`drift`)."""
+        with self.promoter.domain_locked(domain):
+            config = self.promoter.store.get_config(domain)
+            if config is None or self.promoter.store.open_promotions(domain, due_only=True):
+                return  # nothing serves yet, or a promotion is under way: the poller checks
+            reconcile_alias(self.promoter, config, production_version(self.promoter.client,
+                                                                      domain))
 
     def _drain(self) -> None:
         while (domain := self.work.get()) is not None:
             with self._pending_lock:
                 # Before processing: a promotion recorded meanwhile queues the domain again.
                 self._pending.discard(domain)
+                alias = domain in self._alias_checks
+                self._alias_checks.discard(domain)
             try:
+                if alias:
+                    self._check_alias(domain)
                 apply_registry_reviews(self.promoter, [domain])
                 self.promoter.process_domain(domain)
             except DomainMlflowError as error:
                 _log.error("webhook promotion of %s failed: %s", domain, error)
             except Exception:  # keep the worker alive; the poller reconciles the rest
                 _log.exception("webhook promotion of %s failed", domain)
+            finally:
+                self.work.task_done()  # ``work.join()`` waits for everything accepted so far
 
     def start_worker(self) -> None:
         """Start the thread that carries out accepted promotions (once)."""

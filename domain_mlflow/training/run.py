@@ -379,7 +379,7 @@ class TrainingRun:
             },
         )
         version = register_version(self.client, self.config.domain_id, info.model_uri,
-                                   self.mlflow_run_id, tags)
+                                   self.mlflow_run_id, tags, model_id=info.model_id)
         mlflow.set_tags({
             "model_version": version_string,
             "registered_model": version.name,

@@ -146,6 +146,27 @@ def test_setting_production_by_hand_in_the_registry_is_carried_out(receiver):
     assert promoter.store.history(DOMAIN)[0].action == "force_promote"
 
 
+def test_a_late_event_of_an_alias_move_of_our_own_changes_nothing(receiver):
+    first = register_domain_version(DOMAIN, PASSING)
+    second = register_domain_version(DOMAIN, PASSING)
+    promoter = make_promoter()
+    promoter.run(promoter.request(DOMAIN, int(first.version)))
+    promoter.run(promoter.request(DOMAIN, int(second.version)))
+    # MLflow delivers the event of the move to the first version after the second's.
+    body = _event(first.version, entity="model_version_alias", action="created",
+                  alias="production")
+    answer = requests.post(receiver.url, data=body, headers=_headers(body), timeout=10)
+    assert answer.status_code == 202, answer.text
+    deadline = time.monotonic() + 20
+    while receiver.work.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receiver.work.unfinished_tasks == 0  # the worker has handled the event
+    assert [h.action for h in promoter.store.history(DOMAIN)] == ["promote", "promote"]
+    assert promoter.store.get_config(DOMAIN).registry_version == int(second.version)
+    assert str(MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases[
+        "production"]) == str(second.version)
+
+
 def test_a_body_that_is_not_an_event_is_a_400(receiver):
     body = b"not json"
     answer = requests.post(receiver.url, data=body, headers=_headers(body), timeout=10)
