@@ -1,17 +1,20 @@
-"""Promotion latency: webhook vs polling, and one poll cycle over many domains.
+"""Promotion latency: webhook vs polling, and poll cycles over many domains.
 
     python bench/promotion_latency.py [--postgres-dsn DSN] [--redis-url URL]
-        [--versions 20] [--poll-interval 1.0] [--domains 1000] [--cycle-rounds 1]
-        [--only latency|cycle] [--cycle-store-uri URI] [--sqlite-wal]
+        [--versions 20] [--poll-interval 1.0] [--domains 1000] [--old-versions 20]
+        [--registry sqlite server-postgres] [--server-workers 2] [--only latency|cycle]
 
 1. Webhook: a real ``mlflow server`` (SQLite backend) sends ``model_version.created``
    to our receiver; time from ``create_model_version`` returning until the config
    store and the Redis key both name the new version (p50/p95).
 2. Polling: the same with no webhook and a poller every ``--poll-interval`` seconds.
-3. One ``poll_once`` over ``--domains`` domains with one new passing version each,
-   on a SQLite MLflow store (registry calls in-process), then the next cycle; and,
-   on an identical copy of that store, the MLflow calls alone that any cycle must
-   make (one search of versions, one of models, alias + ``stage`` tag per version).
+3. For each ``--registry`` (a SQLite file used in-process, and ``mlflow server`` on
+   PostgreSQL over HTTP), on stores copied from one base (see bench/cycle_stores.py):
+   a long-running poller's cycle over ``--domains`` domains that each just got one
+   new passing version; MLflow's floor for the registry calls that cycle needs, on an
+   identical store; the cycle with nothing new at 1 and at ``--old-versions`` old
+   versions per domain; one ``domain-mlflow poll --once`` process against two on the
+   same burst.
 
 Postgres and Redis default to the local services; LocalAI is not involved (P2 is
 about the config store and Redis). Every figure comes from this one run.
@@ -20,7 +23,6 @@ about the config store and Redis). Every figure comes from this one run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -41,12 +43,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--domains", type=int, default=1000)
     parser.add_argument("--only", choices=("latency", "cycle"), default=None,
                         help="run only the webhook/polling latencies or only the poll cycle")
-    parser.add_argument("--cycle-rounds", type=int, default=1,
-                        help="poll-cycle rounds, each on fresh stores (medians reported)")
-    parser.add_argument("--sqlite-wal", action="store_true",
-                        help="put the poll cycle's SQLite MLflow store in WAL journal mode")
-    parser.add_argument("--cycle-store-uri", default=None,
-                        help="MLflow store for the poll cycle (default: a new SQLite file)")
+    parser.add_argument("--registry", nargs="+", choices=("sqlite", "server-postgres"),
+                        default=["sqlite", "server-postgres"],
+                        help="the MLflow stores the poll cycle runs against")
+    parser.add_argument("--old-versions", type=int, default=20,
+                        help="old versions per domain for the second no-op cycle")
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="`mlflow server --workers` for server-postgres")
     return parser
 
 
@@ -169,87 +172,134 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
         print(f"polling every {args.poll_interval:g}s → live: {_percentiles(by_polling)}")
 
 
-def bench_poll_cycle(args: argparse.Namespace, workdir: Path) -> tuple[float, float, float]:
-    """(first cycle, next cycle, MLflow alone) in seconds; MLflow alone is NaN unless the
-    cycle's store is a SQLite file (it runs on a copy of it)."""
-    import shutil
+def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str, float]:
+    """Our cycle over a burst of one new version per domain, MLflow's floor for it on an
+    identical store, the cycle with nothing new at 1 and at ``--old-versions`` old
+    versions per domain, and one poller against two on the burst; seconds."""
+    from bench.cycle_stores import base_registry, fresh_config_store, register_new_versions
 
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    domains, old = args.domains, args.old_versions
+    started = time.perf_counter()
+    bases = {1: base_registry(kind, workdir, domains, 1, args.postgres_dsn),
+             old: base_registry(kind, workdir, domains, old, args.postgres_dsn)}
+    print(f"[{kind}] set-up: {domains} domains with 1 and with {old} old versions each in "
+          f"{time.perf_counter() - started:.0f}s")
+    figures: dict[str, float] = {}
+    for count, base in bases.items():
+        store = base.copy("ours")
+        dsn = fresh_config_store(args.postgres_dsn, domains, count)
+        with store.serving(args.server_workers) as uri:
+            figures.update({f"{key} ({count} old)": value for key, value in
+                            _our_cycles(store, uri, dsn, domains).items()})
+        store.drop()
+    twin = bases[1].copy("floor")
+    since = time.time()
+    register_new_versions(twin, domains)
+    with twin.serving(args.server_workers) as uri:
+        figures["floor"] = registry_floor(uri, int(since * 1000))
+    print(f"  MLflow's floor: {figures['floor']:.2f}s", flush=True)
+    twin.drop()
+    for pollers in (1, 2):
+        store = bases[1].copy(f"pollers{pollers}")
+        dsn = fresh_config_store(args.postgres_dsn, domains, 1)
+        register_new_versions(store, domains)
+        with store.serving(args.server_workers) as uri:
+            figures[f"{pollers} poller(s), burst"] = _poll_processes(uri, dsn, pollers)
+        store.drop()
+    for base in bases.values():
+        base.drop()
+    cycle = figures["burst cycle (1 old)"]
+    print(f"[{kind}] our cycle over {domains} new versions {cycle:.2f}s, MLflow's floor "
+          f"{figures['floor']:.2f}s ({cycle / figures['floor']:.2f}x)")
+    for key, value in figures.items():
+        print(f"[{kind}]   {key}: {value:.2f}s")
+    return figures
 
+
+def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float]:
+    """A long-running poller: its first cycle (a full sweep over the old versions), the
+    burst, then, once its lookback has passed, the cycle with nothing new."""
+    from bench.cycle_stores import environment, register_new_versions, wait_out_lookback
     from domain_mlflow.promotion.engine import Promoter
     from domain_mlflow.promotion.poller import Poller
     from domain_mlflow.services import Services
     from domain_mlflow.settings import load_settings
 
-    uri = args.cycle_store_uri or f"sqlite:///{workdir / 'cycle.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    os.environ["POSTGRES_DSN"] = _fresh_schema(args.postgres_dsn)
-    client = MlflowClient()
-    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
-    if path and args.sqlite_wal:
-        client.search_registered_models()  # MLflow creates its tables
-        _sqlite(path, "PRAGMA journal_mode=WAL")  # kept in the file: the twin has it too
-    started = time.perf_counter()
-    for index in range(args.domains):
-        _new_version(client, f"cycle-{index:04d}", index)
-    print(f"(set-up: {args.domains} domains registered in {time.perf_counter() - started:.1f}s)")
-    twin = None
-    if path:
-        twin = workdir / "floor.db"
-        _sqlite(path, "PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
-        shutil.copyfile(path, twin)
+    environment(uri, dsn)
     poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
+    timed: dict[str, float] = {}
+    timed["first cycle, a full sweep"], _ = _timed(poller.poll_once)
+    print(f"  first cycle (a full sweep, nothing new): {timed['first cycle, a full sweep']:.2f}s",
+          flush=True)
+    since = time.time()
+    register_new_versions(store, domains)
+    timed["burst cycle"], report = _timed(poller.poll_once)
+    print(f"  burst cycle: {timed['burst cycle']:.2f}s", flush=True)
+    if (report.promoted, report.errors) != (domains, []):
+        raise RuntimeError(f"the burst cycle did not promote every domain: {report}")
+    wait_out_lookback(since)
+    timed["cycle with nothing new"], report = _timed(poller.poll_once)
+    timed["another cycle with nothing new"], _ = _timed(poller.poll_once)
+    if report.requested or report.processed or report.repaired:
+        raise RuntimeError(f"the cycle with nothing new did something: {report}")
+    return timed
+
+
+def _timed(call: Any) -> tuple[float, Any]:
     started = time.perf_counter()
-    report = poller.poll_once()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def _poll_processes(uri: str, dsn: str, count: int) -> float:
+    """Seconds until ``count`` ``domain-mlflow poll --once`` processes, started together,
+    have all finished (start-up included)."""
+    import json
+    import subprocess
+
+    command = [str(Path(sys.executable).with_name("domain-mlflow")), "poll", "--once",
+               "--json"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           "POSTGRES_DSN": dsn}
+    started = time.perf_counter()
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(count)]
+    outputs = [process.communicate(timeout=900)[0] for process in processes]
     elapsed = time.perf_counter() - started
-    print(f"one poll cycle over {args.domains} domains, one new version each: {elapsed:.2f}s "
-          f"(requested {report.requested}, promoted {report.promoted}, errors "
-          f"{len(report.errors)}, {poller.workers} worker(s))")
-    started = time.perf_counter()
-    report = poller.poll_once()
-    nothing_new = time.perf_counter() - started
-    print(f"the next cycle, nothing new: {nothing_new:.2f}s (repaired {len(report.repaired)})")
-    floor = math.nan
-    if twin is not None:
-        floor = registry_floor(f"sqlite:///{twin}")
-        print(f"MLflow alone on an identical copy of the store, the registry calls a cycle "
-              f"cannot do without: {floor:.2f}s (our own work in the cycle: "
-              f"{elapsed - floor:.2f}s)")
-    return elapsed, nothing_new, floor
+    promoted = [json.loads(output)["promoted"] for output in outputs]
+    print(f"  {count} poller(s) promoted {promoted} in {elapsed:.2f}s", flush=True)
+    return elapsed
 
 
-def _sqlite(path: str, statement: str) -> None:
-    import sqlite3
-
-    connection = sqlite3.connect(path)
-    try:
-        connection.execute(statement).fetchall()
-    finally:
-        connection.close()
-
-
-def registry_floor(uri: str) -> float:
-    """Seconds for the MLflow calls any poll cycle must make: one search of the versions,
-    one of the registered models (their thresholds), and per version the ``production``
-    alias and the ``stage`` tag, made the way the promoter makes them."""
+def registry_floor(uri: str, since_millis: int) -> float:
+    """Seconds for the MLflow calls a cycle over a burst cannot do without, made as the
+    poller makes them: the search of the versions registered since ``since_millis``,
+    the searches for the registered models' policy tags, the ``production`` alias per new
+    version (side by side, REGISTRY_CONCURRENCY or the store's default)."""
     from mlflow.tracking import MlflowClient
 
     from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
-    from domain_mlflow.promotion.poller import _paged
-    from domain_mlflow.registry import PRODUCTION_ALIAS, STAGE_TAG, _writer
+    from domain_mlflow.registry import (
+        PRODUCTION_ALIAS,
+        DomainRegistry,
+        _writer,
+        default_concurrency,
+        policy_tags,
+        versions_since,
+    )
+    from domain_mlflow.settings import load_settings
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    settings = load_settings()
+    calls = DomainRegistry(client, settings.thresholds,
+                           concurrency=settings.registry_concurrency or default_concurrency(uri))
     pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
     started = time.perf_counter()
-    versions = _paged(client.search_model_versions, filter_string=pattern)
-    _paged(client.search_registered_models, filter_string=pattern)
+    versions = versions_since(client, pattern, since_millis)
+    policy_tags(client, pattern, calls.each)
     writer = _writer(client)
-    for version in versions:
-        writer.set_registered_model_alias(version.name, PRODUCTION_ALIAS, version.version)
-        writer.set_model_version_tag(version.name, version.version, STAGE_TAG, "production")
+    calls.each(lambda version: writer.set_registered_model_alias(
+        version.name, PRODUCTION_ALIAS, version.version), versions)
     return time.perf_counter() - started
 
 
@@ -266,15 +316,9 @@ def main(args: argparse.Namespace) -> int:
             bench_webhook_and_polling(args, workdir)
         if args.only == "latency":
             return 0
-        rounds = []
-        for number in range(args.cycle_rounds):
-            (workdir / f"cycle-{number}").mkdir()
-            rounds.append(bench_poll_cycle(args, workdir / f"cycle-{number}"))
-        if len(rounds) > 1:
-            cycle, nothing_new, floor = (statistics.median(column)
-                                         for column in zip(*rounds, strict=True))
-            print(f"medians over {len(rounds)} rounds: cycle {cycle:.2f}s, next cycle "
-                  f"{nothing_new:.2f}s, MLflow alone {floor:.2f}s")
+        for kind in args.registry:
+            (workdir / kind).mkdir()
+            bench_cycles(args, workdir / kind, kind)
     return 0
 
 

@@ -8,6 +8,7 @@ gate thresholds live in its tags ``threshold.accuracy``, ``threshold.latency_ms`
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -108,7 +109,7 @@ def paged(search: Any, **kwargs: Any) -> list[Any]:
 
 
 # Pages of an incremental search: a small first page (usually all there is), then full ones.
-_SINCE_PAGES = (100, 1000)
+_SINCE_PAGES = (20, 200, 1000)
 
 
 def versions_since(client: MlflowClient, filter_string: str, since_millis: int | None
@@ -274,6 +275,25 @@ class DomainPolicy:
         mode = tags.get(MODE_TAG)
         return cls(defaults.with_overrides(threshold_overrides(tags, where)),
                    promotion_mode(f"tag {MODE_TAG} on {where}", mode) if mode else default_mode)
+
+
+POLICY_TAGS = (*(THRESHOLD_TAG_PREFIX + metric for metric in GATED_METRICS), MODE_TAG)
+
+
+def policy_tags(client: MlflowClient, name_filter: str,
+                each: Callable[[Callable[[str], Any], list[str]], list[Any]] | None = None
+                ) -> dict[str, dict[str, str]]:
+    """Domain → the tags of its registered model, for every model matching
+    ``name_filter`` that holds a threshold or promotion-mode tag: one search per tag
+    key, each returning only such models (a model without any is on the defaults).
+    Far cheaper than reading every model: MLflow builds each result with its latest
+    versions. ``each`` runs the searches (side by side)."""
+    searches = [f"{name_filter} AND tags.`{key}` LIKE '%'" for key in POLICY_TAGS]
+    search = functools.partial(paged, client.search_registered_models, max_results=1000)
+    pages = (each or (lambda call, items: [call(item) for item in items]))(
+        lambda where: search(filter_string=where), searches)
+    return {domain: dict(model.tags) for page in pages for model in page
+            if (domain := domain_of(model.name))}
 
 
 class DomainRegistry:

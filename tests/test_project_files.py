@@ -49,9 +49,10 @@ def test_mlproject_train_parameters_are_typed():
         "max_steps": "int", "learning_rate": "float", "lora_r": "int", "seed": "int",
         "resume": "string", "eval_every": "int", "checkpoint_every": "int",
         "batch_size": "int", "max_length": "int", "max_minutes": "string",
-        "eval_examples": "string", "max_new_tokens": "string",
+        "eval_examples": "string", "max_new_tokens": "string", "promote": "string",
     }
     assert params["fine_tune"].default == "true"
+    assert params["promote"].default == "true"
     assert params["base_model"].default == "tiny"
 
 

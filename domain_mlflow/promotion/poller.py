@@ -29,7 +29,13 @@ from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
 from domain_mlflow.promotion.drift import reconcile_alias
 from domain_mlflow.promotion.engine import Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
-from domain_mlflow.registry import PRODUCTION_ALIAS, domain_of, paged, versions_since
+from domain_mlflow.registry import (
+    PRODUCTION_ALIAS,
+    domain_of,
+    paged,
+    policy_tags,
+    versions_since,
+)
 from domain_mlflow.sinks.config_store import domain_lock_name
 from domain_mlflow.sinks.rows import State
 
@@ -37,7 +43,7 @@ _log = logging.getLogger(__name__)
 _PAGE = 1000
 # Domains processed together: each step one transaction for the whole batch.
 _BATCH = 250
-# Due domains above which the thresholds come from one search of all registered models.
+# Due domains above which the policy tags come from one search per tag key.
 _PRIME_ABOVE = 20
 
 
@@ -81,6 +87,7 @@ class Poller:
             workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
         self._swept_at: float | None = None  # monotonic time of the last full sweep
+        self._read_at: float | None = None  # wall time the previous cycle read versions
 
     def poll_once(self) -> PollReport:
         report = PollReport()
@@ -95,26 +102,33 @@ class Poller:
         return report
 
     def _changed_versions(self, pattern: str, report: PollReport) -> list[Any]:
-        """The versions registered since the watermark, or all of them on a full sweep."""
+        """The versions this poller may not have seen yet, or all of them on a full sweep.
+
+        Unseen are those registered after the newest version the config store knows,
+        and those whose registration committed late: a version becomes visible within
+        ``POLL_LOOKBACK_SECONDS`` of its registration time, so one not visible when the
+        previous cycle read was registered at most that long before it."""
         settings = self.promoter.settings
-        now = time.monotonic()
+        now, started = time.monotonic(), time.time()
         newest = None
         if self._swept_at is not None and now - self._swept_at < \
                 settings.poll_full_sweep_seconds:
             newest = self.promoter.store.newest_registration()
-        if newest is None:
+        previous, self._read_at = self._read_at, started
+        if newest is None or previous is None:
             report.full_sweep = True
-            versions = versions_since(self.promoter.client, pattern, None)
             self._swept_at = now
-            return versions
-        since = newest.timestamp() - settings.poll_lookback_seconds
+            return versions_since(self.promoter.client, pattern, None)
+        since = min(newest.timestamp(), previous - settings.poll_lookback_seconds)
         return versions_since(self.promoter.client, pattern, int(since * 1000))
 
     def _request_new(self, versions: list[Any], report: PollReport) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
         # Any record counts as decided: a version promoted by hand needs no automatic decision.
         known = self.promoter.store.known_versions(list(ours))
-        new = sorted(set(ours) - known, key=lambda pair: pair[1])
+        # Oldest first, in one total order: pollers inserting the same keys side by side
+        # take their row locks in the same order (else Postgres may find a deadlock).
+        new = sorted(set(ours) - known, key=lambda pair: (pair[1], pair[0]))
         created = self.promoter.store.create_promotions([
             self.promoter.request_fields(domain, ours[(domain, number)],
                                          reason="found by the poller")
@@ -128,11 +142,10 @@ class Poller:
         domains = sorted({p.domain_id for p in self.promoter.store.open_promotions(due_only=True)})
         if not domains:
             return
-        # Many due: one search for every domain's thresholds; a few: each domain's own read.
-        tags = {domain_of(model.name): dict(model.tags)
-                for model in paged(self.promoter.client.search_registered_models,
-                                   filter_string=pattern, max_results=_PAGE)
-                } if len(domains) > _PRIME_ABOVE else {}
+        # Many due: the policy tags of all domains in a few searches; a few: each its own.
+        registry = self.promoter.registry
+        tags = policy_tags(self.promoter.client, pattern, registry.each) \
+            if len(domains) > _PRIME_ABOVE else None
         batches = [domains[start : start + _BATCH] for start in range(0, len(domains), _BATCH)]
         # Pollers started together begin at different batches instead of queueing on one.
         offset = random.randrange(len(batches))
@@ -141,10 +154,10 @@ class Poller:
         def process(batch: list[str]) -> tuple[list[Any], list[str]]:
             try:
                 for domain in batch:  # just before the gate, so the cache is fresh
-                    if domain in tags:
-                        self.promoter.registry.prime_thresholds(domain, tags[domain])
-                    elif not tags:  # a bad tag stops its batch here, reported as before
-                        self.promoter.registry.policy(domain)
+                    if tags is not None:  # a bad tag stops its batch here, reported
+                        registry.prime_thresholds(domain, tags.get(domain, {}))
+                    else:
+                        registry.policy(domain)
                 processed, _busy = self.promoter.process_domains(batch)
             except Exception as error:  # e.g. the config store down: next cycle retries
                 return [], [_failure(f"{len(batch)} domains from {batch[0]}", error)]
@@ -205,20 +218,26 @@ class Poller:
             self._repair_domains(pattern, configs, report)
 
     def _repair_domains(self, pattern: str, configs: list[Any], report: PollReport) -> None:
-        promoter = self.promoter
-        models = paged(promoter.client.search_registered_models, filter_string=pattern,
-                       max_results=_PAGE)
-        aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
-        for config in configs:
-            alias = aliases.get(config.domain_id)
-            done = reconcile_alias(promoter, config, int(alias) if alias is not None else None)
-            if done:
-                report.repaired.append(done)
+        if report.full_sweep:  # each alias event reaches the receivers at once (drift.py)
+            self._repair_aliases(pattern, configs, report)
         try:
             self._repair_redis(configs, report)
             self._repair_localai(configs, report)
         except DomainMlflowError as error:
             report.errors.append(f"drift repair: {error}")
+
+    def _repair_aliases(self, pattern: str, configs: list[Any], report: PollReport) -> None:
+        """The production aliases, read in one search of the registered models (the
+        dearest read of a cycle, so only on a full sweep)."""
+        models = paged(self.promoter.client.search_registered_models, filter_string=pattern,
+                       max_results=_PAGE)
+        aliases = {domain_of(m.name): m.aliases.get(PRODUCTION_ALIAS) for m in models}
+        for config in configs:
+            alias = aliases.get(config.domain_id)
+            done = reconcile_alias(self.promoter, config,
+                                   int(alias) if alias is not None else None)
+            if done:
+                report.repaired.append(done)
 
     def _repair_redis(self, configs: list[Any], report: PollReport) -> None:
         drifted = self.promoter.targets.repair_redis(configs)

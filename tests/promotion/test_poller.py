@@ -4,13 +4,12 @@ a lookback), all of them on a full sweep, and the approvals of the versions wait
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.promotion.poller import Poller
-from domain_mlflow.sinks.database import utc_now
 from tests.promotion_helpers import (
     PASSING,
     assert_everywhere,
@@ -27,11 +26,14 @@ def _poller(**settings: float) -> Poller:
     return Poller(promoter)
 
 
-def _push_watermark(poller: Poller, seconds: float) -> None:
-    """As if the newest known version had been registered ``seconds`` from now."""
-    with poller.promoter.store.database.transaction() as tx:
-        tx.execute("UPDATE promotions SET registered_at = %s", (utc_now() + timedelta(
-            seconds=seconds),))
+def _registered_late(version, seconds: float, isolated_mlflow: str) -> None:
+    """As if ``version``'s registration had committed ``seconds`` after its timestamp."""
+    connection = sqlite3.connect(isolated_mlflow[len("sqlite:///"):])
+    with connection:
+        connection.execute("UPDATE model_versions SET creation_time = creation_time - ? "
+                           "WHERE name = ? AND version = ?",
+                           (int(seconds * 1000), version.name, int(version.version)))
+    connection.close()
 
 
 def test_after_the_first_sweep_a_cycle_reads_only_the_new_versions(stack):
@@ -53,29 +55,39 @@ def test_after_the_first_sweep_a_cycle_reads_only_the_new_versions(stack):
     assert_everywhere(stack, newest, domain=DOMAIN)
 
 
-def test_a_version_committed_behind_the_watermark_is_found_within_the_lookback(stack):
+def test_a_version_committed_late_within_the_lookback_is_found(stack, isolated_mlflow):
     poller = _poller(poll_lookback_seconds=30.0)
     register_domain_version(DOMAIN, PASSING)
     poller.poll_once()
-    _push_watermark(poller, 10.0)  # a version registered "later" was recorded first
     late = register_domain_version(DOMAIN, PASSING)
+    _registered_late(late, 10.0, isolated_mlflow)  # older than the newest version known
     report = poller.poll_once()
     assert (report.full_sweep, report.requested, report.promoted) == (False, 1, 1), report
     assert_everywhere(stack, late, domain=DOMAIN)
 
 
-def test_one_behind_the_lookback_waits_for_the_next_full_sweep(stack):
+def test_one_later_than_the_lookback_waits_for_the_next_full_sweep(stack, isolated_mlflow):
     poller = _poller(poll_lookback_seconds=1.0, poll_full_sweep_seconds=3600.0)
     register_domain_version(DOMAIN, PASSING)
     poller.poll_once()
-    _push_watermark(poller, 60.0)
     missed = register_domain_version(DOMAIN, PASSING)
+    _registered_late(missed, 120.0, isolated_mlflow)
     assert poller.poll_once().requested == 0  # incremental: beyond its lookback
 
     sweeping = _poller(poll_lookback_seconds=1.0)  # a poller's first cycle sweeps
     report = sweeping.poll_once()
     assert (report.full_sweep, report.requested, report.promoted) == (True, 1, 1), report
     assert_everywhere(stack, missed, domain=DOMAIN)
+
+
+def test_after_a_burst_the_lookback_stops_at_the_previous_cycle(stack):
+    poller = _poller(poll_lookback_seconds=0.0)
+    for index in range(5):
+        register_domain_version(f"0x{index:04x}-Burst", PASSING)
+    assert poller.poll_once().requested == 5
+    assert poller.poll_once().versions_seen <= 5  # the burst, read again once at most
+    # From now on only the newest known version is at the watermark.
+    assert poller.poll_once().versions_seen == 1
 
 
 def test_an_approval_tag_set_in_the_registry_is_carried_out_without_a_sweep(stack, monkeypatch):
