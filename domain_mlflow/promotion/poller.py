@@ -1,13 +1,15 @@
 """The poller: the reconciler that finds new versions and repairs drift.
 
 One cycle reads what changed, not the history: the ``domain.*`` versions registered
-since the newest one the config store has a record of (less ``POLL_LOOKBACK_SECONDS``,
-for a version committed late), newest first, stopping at the first older one; every
+after the newest one the config store has a record of, or up to
+``POLL_LOOKBACK_SECONDS`` before this poller's previous read (a registration that
+committed late), newest first, stopping at the first older one; every
 ``POLL_FULL_SWEEP_SECONDS`` (and on its first cycle) it reads them all. Then the due
 promotions in batches of domains (each step one transaction per batch, their
 registry calls side by side), the ``approval`` tags of the versions awaiting
-approval, and drift repair under the domains' locks: one search of the registered
-models (their aliases), one Redis ``MGET``, one LocalAI ``GET /v1/models``.
+approval, and drift repair under the domains' locks: one Redis ``MGET``, one LocalAI
+``GET /v1/models``, and on a full sweep one search of the registered models (their
+``production`` aliases).
 
 Several pollers run side by side and split the work through the domains' locks: a
 domain another poller, a webhook or a command holds is left to it (what it leaves
@@ -114,13 +116,14 @@ class Poller:
         if self._swept_at is not None and now - self._swept_at < \
                 settings.poll_full_sweep_seconds:
             newest = self.promoter.store.newest_registration()
-        previous, self._read_at = self._read_at, started
-        if newest is None or previous is None:
-            report.full_sweep = True
-            self._swept_at = now
-            return versions_since(self.promoter.client, pattern, None)
-        since = min(newest.timestamp(), previous - settings.poll_lookback_seconds)
-        return versions_since(self.promoter.client, pattern, int(since * 1000))
+        if newest is None or self._read_at is None:
+            versions = versions_since(self.promoter.client, pattern, None)
+            report.full_sweep, self._swept_at = True, now
+        else:
+            since = min(newest.timestamp(), self._read_at - settings.poll_lookback_seconds)
+            versions = versions_since(self.promoter.client, pattern, int(since * 1000))
+        self._read_at = started  # only a read that worked moves the lookback on
+        return versions
 
     def _request_new(self, versions: list[Any], report: PollReport) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
@@ -138,7 +141,7 @@ class Poller:
     def _process_due(self, pattern: str, report: PollReport) -> None:
         """Due promotions in batches of domains, batches side by side (each domain's own
         promotions stay in order). A domain whose lock is held elsewhere is left to its
-        holder. The thresholds come from one search of the registered models' tags."""
+        holder. Many due: the thresholds come from one search per policy tag key."""
         domains = sorted({p.domain_id for p in self.promoter.store.open_promotions(due_only=True)})
         if not domains:
             return
