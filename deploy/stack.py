@@ -34,7 +34,10 @@ from urllib.parse import quote, urlencode
 
 import requests
 
+from domain_mlflow.commands import MAX_SECONDS, number, whole_number
+
 STATE_FILE = "stack.json"
+SECONDS = number(0.1, MAX_SECONDS)  # the waits and the poll interval, as the CLI bounds them
 SECRETS_FILE = "secrets.json"
 WEBHOOK_PATH = "/webhooks/mlflow"  # domain_mlflow.promotion.webhook.PATH (a test checks)
 WEBHOOK_NAME = "domain-mlflow"  # receiver i is registered as domain-mlflow-{i}
@@ -105,47 +108,29 @@ def make_parser() -> argparse.ArgumentParser:
                     help="the folder LocalAI reads models from (needed with --localai-url)")
     up.add_argument("--localai-api-key", default=os.environ.get("LOCALAI_API_KEY"),
                     help="LocalAI's key (default $LOCALAI_API_KEY)")
-    up.add_argument("--pollers", type=_count(0, 16), default=2,
+    up.add_argument("--pollers", type=whole_number(0, 16), default=2,
                     help="poller processes (default %(default)s)")
-    up.add_argument("--receivers", type=_count(0, 16), default=2,
+    up.add_argument("--receivers", type=whole_number(0, 16), default=2,
                     help="webhook receiver processes, one MLflow webhook each "
                          "(default %(default)s)")
-    up.add_argument("--mlflow-workers", type=_count(1, 64), default=2,
+    up.add_argument("--mlflow-workers", type=whole_number(1, 64), default=2,
                     help="mlflow server worker processes (default %(default)s)")
-    up.add_argument("--poll-interval", type=_seconds, default=30.0,
+    up.add_argument("--poll-interval", type=SECONDS, default=30.0,
                     help="seconds between poll cycles (default %(default)s)")
-    up.add_argument("--webhook-cache-ttl", type=_count(1, 3600), default=10,
+    up.add_argument("--webhook-cache-ttl", type=whole_number(1, 3600), default=10,
                     help="seconds MLflow caches its list of webhooks (default %(default)s)")
     up.add_argument("--host", default="127.0.0.1",
                     help="address every service listens on (default %(default)s)")
-    up.add_argument("--mlflow-port", type=_count(0, 65535), default=0,
+    up.add_argument("--mlflow-port", type=whole_number(0, 65535), default=0,
                     help="MLflow server port, 0 for a free one (default)")
-    up.add_argument("--dashboard-port", type=_count(0, 65535), default=0,
+    up.add_argument("--dashboard-port", type=whole_number(0, 65535), default=0,
                     help="dashboard port, 0 for a free one (default)")
-    up.add_argument("--startup-timeout", type=_seconds, default=180.0,
+    up.add_argument("--startup-timeout", type=SECONDS, default=180.0,
                     help="seconds each service may take to become ready (default %(default)s)")
-    down.add_argument("--timeout", type=_seconds, default=20.0,
+    down.add_argument("--timeout", type=SECONDS, default=20.0,
                       help="seconds between SIGTERM and SIGKILL (default %(default)s)")
     status.add_argument("--json", action="store_true", help="print JSON")
     return parser
-
-
-def _count(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not between {low} and {high}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0.1 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not from 0.1 to 86400 seconds")
-    return value
 
 
 # --- the plan: which processes, with which commands and variables -------------------
