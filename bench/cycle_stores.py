@@ -194,15 +194,11 @@ def register_new_versions(registry: Registry, domains: int) -> float:
 
 def fresh_config_store(admin_dsn: str, domains: int, old: int) -> str:
     """A config store in a new schema where every old version has a rejected record."""
+    from bench.promotion_latency import _fresh_schema
     from domain_mlflow.promotion.engine import Promoter
     from domain_mlflow.sinks.config_store import ConfigStore
 
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    import psycopg
-
-    with psycopg.connect(admin_dsn, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    dsn = f"{admin_dsn}{'&' if '?' in admin_dsn else '?'}options=-csearch_path%3D{schema}"
+    dsn = _fresh_schema(admin_dsn)
     store = ConfigStore.open(dsn, None)
     day_ago = datetime.now(UTC) - timedelta(days=1)
     fields = Promoter.request_fields
