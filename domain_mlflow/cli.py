@@ -102,6 +102,12 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         if message is None:
             raise
         return fail(f"domain-mlflow: MLflow error: {message}", EXIT_FAILURE)
+    finally:
+        # What the command opened (config store pools, Redis, LocalAI's session) is
+        # closed here, not left to the process's exit.
+        services = getattr(args, "services", None)
+        if services is not None:
+            services.close()
 
 
 def _mlflow_error_message(error: Exception) -> str | None:

@@ -117,3 +117,5 @@ class Services:
             self.store.close()
         if self.__dict__.get("redis") is not None:
             self.redis.close()
+        if self.__dict__.get("localai") is not None:
+            self.localai.client.session.close()

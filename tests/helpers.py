@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,109 @@ LOCALAI_TEST_KEY = "localai-test-key"
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``domain-mlflow ARGS`` in a subprocess, as a user runs it."""
+    """``domain-mlflow ARGS`` run in this process, the way Click's CliRunner runs a
+    command: what it prints to stdout and stderr (its log lines and warnings among
+    them) and its exit code, as a :class:`subprocess.CompletedProcess`.
+
+    The call starts from what a fresh process has: the environment (exactly ``env``
+    when given), a root logger without handlers, Python's default warning filters,
+    MLflow's tracking and registry URIs and experiment taken from the environment, no
+    active run. What the CLI sets of that process-wide state is put back afterwards.
+
+    ``timeout`` cannot be enforced in-process: it is accepted for the signature of
+    :func:`run_cli_process`, which a test about the process itself uses (signals,
+    daemons, start-up and import-time behaviour, calls from several threads at once:
+    ``sys.stdout`` is one per process).
+    """
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from domain_mlflow.cli import main
+
+    del timeout  # see the docstring
+    out, err = io.StringIO(), io.StringIO()
+    with _as_a_fresh_process(env), redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exited:  # argparse's mistakes and --help
+            code = exited.code
+            if code is None:
+                code = 0
+            elif not isinstance(code, int):
+                print(code, file=sys.stderr)  # as Python does at exit
+                code = 1
+        except Exception:  # what reaches the top: a traceback on stderr and exit 1
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["domain-mlflow", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
+@contextmanager
+def _as_a_fresh_process(env: dict[str, str] | None) -> Iterator[None]:
+    """The process-wide state :func:`run_cli` starts from, restored on the way out.
+    Entered before ``sys.stderr`` is redirected: the CLI's log handler, created inside,
+    writes to the redirected stream."""
+    import logging
+    import warnings
+
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from mlflow.tracking import fluent
+
+    assert fluent.active_run() is None, "the CLI would see this run: use run_cli_process"
+    saved_environ = dict(os.environ)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    package = logging.getLogger("domain_mlflow")
+    saved_package_level = package.level
+    saved_mlflow = (tracking_utils._tracking_uri, registry_utils._registry_uri,
+                    fluent._active_experiment_id, fluent._last_active_run_id.get())
+
+    def show_warning(message: Any, category: Any, filename: str, lineno: int,
+                     file: Any = None, line: str | None = None) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():  # restores the filters and showwarning
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        for handler in saved_handlers:
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+        # Python's default filters; pytest's would record the warnings instead of
+        # showing them on stderr.
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                         ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        warnings.showwarning = show_warning
+        tracking_utils._tracking_uri = registry_utils._registry_uri = None
+        fluent._active_experiment_id = None
+        try:
+            yield
+        finally:
+            while fluent.active_run():  # a process's exit would end it too
+                fluent.end_run()
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+                handler.close()
+            for handler in saved_handlers:
+                root.addHandler(handler)
+            root.setLevel(saved_level)
+            package.setLevel(saved_package_level)
+            os.environ.clear()
+            os.environ.update(saved_environ)
+            (tracking_utils._tracking_uri, registry_utils._registry_uri,
+             fluent._active_experiment_id) = saved_mlflow[:3]
+            fluent._last_active_run_id.set(saved_mlflow[3])
+
+
+def run_cli_process(*args: str, env: dict[str, str] | None = None,
+                    timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m domain_mlflow.cli ARGS`` in a subprocess, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "domain_mlflow.cli", *args],
                           env=env or dict(os.environ), capture_output=True, text=True,
                           timeout=timeout, check=False)

@@ -11,7 +11,13 @@ import sys
 import pytest
 
 from domain_mlflow.cli import COMMANDS, build_parser, main
-from tests.helpers import REPO_ROOT, assert_one_line_error, run_cli, write_jsonl
+from tests.helpers import (
+    REPO_ROOT,
+    assert_one_line_error,
+    run_cli,
+    run_cli_process,
+    write_jsonl,
+)
 
 # Commands that print data take --json; the servers print only where they listen.
 PRINTS_DATA = set(COMMANDS) - {"dashboard"}
@@ -45,7 +51,8 @@ def test_commands_that_print_data_take_json(command):
 
 
 def test_top_level_help_lists_every_command():
-    done = run_cli("--help")
+    # a real `python -m domain_mlflow.cli`: the entry point itself, as a user starts it
+    done = run_cli_process("--help")
     assert done.returncode == 0
     for command in COMMANDS:
         assert f"    {command}" in done.stdout

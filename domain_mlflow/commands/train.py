@@ -12,6 +12,7 @@ from domain_mlflow.commands import (
     number,
     optional,
     quiet_transformers,
+    services_of,
     whole_number,
 )
 from domain_mlflow.training.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_STEPS
@@ -99,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     from domain_mlflow.workflow import DomainTrainer
 
     trainer = DomainTrainer(checkpoint_dir=args.checkpoint_dir,
-                            model_output_dir=args.model_output_dir)
+                            model_output_dir=args.model_output_dir, services=services_of(args))
     config = TrainingConfig(
         domain_id=args.domain_id,
         data=args.data,
