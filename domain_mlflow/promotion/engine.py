@@ -349,11 +349,12 @@ class Promoter:
         """One pointer step: ``sync`` the promotions the domain's config still names, give
         up on the ones a later promotion superseded, record both in one transaction."""
         live = [p for p in group if _names(configs.get(p.domain_id), p)]
+        live_ids = {p.id for p in live}
         superseded = TargetStatus.SKIPPED.text("superseded by a later promotion")
         moves: list[tuple[Promotion, State, dict[str, Any]]] = [
             (p, State.DONE, {"targets": {key: value if value == TargetStatus.DONE else superseded
                                          for key, value in p.targets.items()}})
-            for p in group if p not in live]
+            for p in group if p.id not in live_ids]
         worked, failed = sync(live) if live else ([], [])
         moves += [(p, to_state, {"targets": {**p.targets, target: status}})
                   for p, status in worked]

@@ -44,7 +44,7 @@ from domain_mlflow.sinks.rows import State
 _log = logging.getLogger(__name__)
 _PAGE = 1000
 # Domains processed together: each step one transaction for the whole batch.
-_BATCH = 250
+_BATCH = 100
 # Due domains above which the policy tags come from one search per tag key.
 _PRIME_ABOVE = 20
 
@@ -132,11 +132,10 @@ class Poller:
         # Oldest first, in one total order: pollers inserting the same keys side by side
         # take their row locks in the same order (else Postgres may find a deadlock).
         new = sorted(set(ours) - known, key=lambda pair: (pair[1], pair[0]))
-        created = self.promoter.store.create_promotions([
+        report.requested += self.promoter.store.add_requests([
             self.promoter.request_fields(domain, ours[(domain, number)],
                                          reason="found by the poller")
             for domain, number in new])
-        report.requested += sum(was_created for _, was_created in created)
 
     def _process_due(self, pattern: str, report: PollReport) -> None:
         """Due promotions in batches of domains, batches side by side (each domain's own

@@ -8,6 +8,7 @@ all of it or none of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from domain_mlflow.sinks.rows import (
     DomainConfig,
     HistoryEntry,
     Promotion,
+    State,
     config_from_row,
+    decoded,
     default_sqlite_path,
     history_from_row,
     promotion_from_row,
@@ -46,6 +49,23 @@ class ConfigWrite:
     registered_model: str
     serving_name: str
     targets: dict[str, str]
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO promotions (request_key, domain_id, registry_version, kind, state, "
+    "model_version, model_uri, run_id, training_run_id, metrics, actor, reason, targets, "
+    "attempts, next_attempt_at, created_at, updated_at, noted_in_registry, semver, "
+    "registered_at) VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, "
+    "%s, %s, %s, %s, %s, %s) ON CONFLICT (request_key) DO NOTHING"
+)
+
+
+def _request_values(r: dict[str, Any], now: Any) -> tuple[Any, ...]:
+    return (r["request_key"], r["domain_id"], r["registry_version"], str(r["kind"]),
+            r["model_version"], r["model_uri"], r["run_id"], r.get("training_run_id"),
+            json.dumps(r["metrics"]), r["actor"], r["reason"], json.dumps(r["targets"]),
+            now, now, now, int(bool(r.get("noted_in_registry"))), r.get("semver"),
+            r.get("registered_at"))
 
 
 class ConfigStore(PromotionReads, RolloutRecords):
@@ -166,25 +186,22 @@ class ConfigStore(PromotionReads, RolloutRecords):
         now = utc_now()
         results = []
         with self.database.transaction() as tx:
-            for r in requests:
-                inserted = tx.execute(
-                    "INSERT INTO promotions (request_key, domain_id, registry_version, kind, "
-                    "state, model_version, model_uri, run_id, training_run_id, metrics, actor, "
-                    "reason, targets, attempts, next_attempt_at, created_at, updated_at, "
-                    "noted_in_registry, semver, registered_at) VALUES (%s, %s, %s, %s, "
-                    "'pending', %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (request_key) DO NOTHING RETURNING *",
-                    (r["request_key"], r["domain_id"], r["registry_version"], str(r["kind"]),
-                     r["model_version"], r["model_uri"], r["run_id"], r.get("training_run_id"),
-                     json.dumps(r["metrics"]), r["actor"], r["reason"],
-                     json.dumps(r["targets"]), now, now, now,
-                     int(bool(r.get("noted_in_registry"))), r.get("semver"),
-                     r.get("registered_at")),
-                )
+            for request in requests:
+                inserted = tx.execute(f"{_INSERT_REQUEST} RETURNING *",
+                                      _request_values(request, now))
                 rows = inserted or tx.execute("SELECT * FROM promotions WHERE request_key = %s",
-                                              (r["request_key"],))
+                                              (request["request_key"],))
                 results.append((promotion_from_row(rows[0]), bool(inserted)))
         return results
+
+    def add_requests(self, requests: list[dict[str, Any]]) -> int:
+        """Insert the requests whose ``request_key`` is new, in one transaction and one
+        round trip; returns how many were new (for callers that need no records back)."""
+        if not requests:
+            return 0
+        now = utc_now()
+        with self.database.transaction() as tx:
+            return tx.execute_many(_INSERT_REQUEST, [_request_values(r, now) for r in requests])
 
     def set_semver(self, domain_id: str, registry_version: int, semver: str) -> None:
         """Record a version's new semantic version on its open promotions (and on the
@@ -210,14 +227,19 @@ class ConfigStore(PromotionReads, RolloutRecords):
     def _advance(self, tx: Transaction, moves: list[tuple[Promotion, str, dict[str, Any]]]
                  ) -> list[Promotion]:
         """Compare-and-set each move (from the state its promotion was read in); one
-        statement per set of changed columns, the moved records in the order given."""
-        self._check_states(tx, moves)
+        statement per set of changed columns, the moved records in the order given, as
+        the rows now read (built from what was written, not read back)."""
+        self._check_states(tx, [promotion for promotion, _, _ in moves])
         now = utc_now()
         statements: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        moved = []
         for promotion, to_state, changes in moves:
             encoded = {key: encode(key, value) for key, value in changes.items()}
             statements.setdefault(tuple(encoded), []).append(
                 (str(to_state), now, *encoded.values(), promotion.id, str(promotion.state)))
+            moved.append(dataclasses.replace(
+                promotion, state=State(to_state), updated_at=now,
+                **{key: decoded(key, encoded[key]) for key in changes}))
         for columns, rows in statements.items():
             extra = "".join(f", {column} = %s" for column in columns)
             changed = tx.execute_many(f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
@@ -225,17 +247,20 @@ class ConfigStore(PromotionReads, RolloutRecords):
             if changed != len(rows):  # changed between the check and the update
                 raise PromotionError(f"{len(rows) - changed} of {len(rows)} promotions moved "
                                      "on concurrently")
-        return self._promotions(tx, [promotion.id for promotion, _, _ in moves])
+        return moved
 
-    def _check_states(self, tx: Transaction,
-                      moves: list[tuple[Promotion, str, dict[str, Any]]]) -> None:
-        states = {p.id: p.state for p in self._promotions(tx, [p.id for p, _, _ in moves])}
-        for promotion, _, _ in moves:
-            if states[promotion.id] != promotion.state:
+    def _check_states(self, tx: Transaction, expected: list[Promotion]) -> None:
+        """Raise for the first of ``expected`` whose state another writer changed."""
+        found: dict[int, str] = {}
+        for chunk in chunks([promotion.id for promotion in expected]):
+            marks = ", ".join(["%s"] * len(chunk))
+            found.update((int(row["id"]), row["state"]) for row in tx.execute(
+                f"SELECT id, state FROM promotions WHERE id IN ({marks})", chunk))
+        for promotion in expected:
+            if found.get(promotion.id) != promotion.state:
                 raise PromotionError(
                     f"promotion {promotion.id} of {promotion.domain_id} moved on concurrently "
-                    f"(expected state {promotion.state!r}, found {states[promotion.id]!r})"
-                )
+                    f"(expected state {promotion.state!r}, found {found.get(promotion.id)!r})")
 
     def _promotions(self, tx: Transaction, ids: list[int]) -> list[Promotion]:
         found: dict[int, Promotion] = {}

@@ -219,6 +219,16 @@ def config_from_row(row: dict[str, Any]) -> DomainConfig:
     )
 
 
+def decoded(column: str, value: Any) -> Any:
+    """A promotions column's value as :func:`promotion_from_row` reads it back."""
+    if column in ("metrics", "targets"):
+        return json.loads(value)
+    if column == "decision":
+        loaded = json.loads(value) if value else None
+        return GateDecision.from_dict(loaded) if loaded else None
+    return value
+
+
 def promotion_from_row(row: dict[str, Any]) -> Promotion:
     return Promotion(
         id=int(row["id"]),
@@ -239,7 +249,7 @@ def promotion_from_row(row: dict[str, Any]) -> Promotion:
         model_uri=row["model_uri"],
         run_id=row["run_id"],
         training_run_id=row["training_run_id"],
-        decision=GateDecision.from_dict(json.loads(row["decision"])) if row["decision"] else None,
+        decision=decoded("decision", row["decision"]),
         last_error=row["last_error"],
         noted_in_registry=bool(row.get("noted_in_registry")),
         semver=row.get("semver"),

@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 
 from domain_mlflow.exceptions import ConfigStoreError, PromotionError
+from domain_mlflow.gate import Thresholds, decide
 from domain_mlflow.sinks.config_store import ConfigStore, ConfigWrite
 from domain_mlflow.sinks.database import PostgresDatabase
 from domain_mlflow.sinks.migrations import MIGRATIONS, apply_migrations
+from domain_mlflow.sinks.rows import Target
 from tests.helpers import lock_held_elsewhere
 
 
@@ -175,6 +177,31 @@ def test_many_state_changes_are_one_transaction(store):
     assert store.get_promotion(first.id).state == "pending"  # none of the batch applied
     moved = store.advance_many([(first, "approved", {"targets": {"redis": "x"}})])
     assert (moved[0].state, moved[0].targets) == ("approved", {"redis": "x"})
+
+
+def test_requests_added_in_bulk_count_only_the_new_keys(store):
+    existing = _promotion(store, 1, domain="d1")
+    requests = [dict(request_key=key, domain_id=domain, registry_version=1, kind="promote",
+                     actor="poller", reason="found", metrics={"accuracy": 0.9},
+                     model_version="m", model_uri="u", run_id=None, targets={})
+                for key, domain in ((existing.request_key, "d1"), ("auto:d2:1", "d2"),
+                                    ("auto:d3:1", "d3"), ("auto:d2:1", "d2"))]
+    assert store.add_requests(requests) == 2
+    assert store.add_requests([]) == 0
+    assert store.get_promotion(existing.id).actor == "test"  # the first request stays
+    assert sorted((p.domain_id, p.state, p.actor) for p in store.open_promotions()) == [
+        ("d1", "pending", "test"), ("d2", "pending", "poller"), ("d3", "pending", "poller")]
+
+
+def test_moved_records_are_what_a_read_returns(store):
+    first, second = _promotion(store, 1, domain="d1"), _promotion(store, 1, domain="d2")
+    decision = decide({"accuracy": 0.9, "latency_ms": 10, "training_loss": 0.1,
+                       "validation_loss": 0.1}, Thresholds())
+    moved = store.advance_many([
+        (first, "approved", {"decision": decision, "targets": {Target.SERVING: "done"}}),
+        (second, "rejected", {"targets": {}, "approval_reason": "no"})])
+    assert moved == [store.get_promotion(first.id), store.get_promotion(second.id)]
+    assert moved[0].decision.passed and moved[0].targets == {"serving": "done"}
 
 
 def test_configs_of_many_domains_are_written_in_one_call(store):
