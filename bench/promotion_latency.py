@@ -299,34 +299,34 @@ def _poll_processes(store: Any, uri: str, dsn: str, count: int, domains: int) ->
     return elapsed
 
 
-def registry_floor(uri: str, since_millis: int, alias: str | None = None) -> float:
-    """Seconds for the MLflow calls a cycle over a burst cannot do without, made as the
-    poller makes them: the search of the versions registered since ``since_millis``,
-    the searches for the registered models' policy tags, the ``production`` alias (or
-    ``alias``) per new version (side by side, REGISTRY_CONCURRENCY or the store's
-    default)."""
+def _registry_calls(uri: str) -> tuple[Any, Any, Any, str]:
+    """The client, the bounded calls (REGISTRY_CONCURRENCY or the store's default) and
+    the alias writer a poller on ``uri`` uses, and the filter of our models."""
     from mlflow.tracking import MlflowClient
 
     from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
-    from domain_mlflow.registry import (
-        PRODUCTION_ALIAS,
-        DomainRegistry,
-        _writer,
-        default_concurrency,
-        policy_tags,
-        versions_since,
-    )
+    from domain_mlflow.registry import DomainRegistry, _writer, default_concurrency
     from domain_mlflow.settings import load_settings
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     settings = load_settings()
     calls = DomainRegistry(client, settings.thresholds,
                            concurrency=settings.registry_concurrency or default_concurrency(uri))
-    pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+    return client, calls, _writer(client), f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+
+
+def registry_floor(uri: str, since_millis: int, alias: str | None = None) -> float:
+    """Seconds for the MLflow calls a cycle over a burst cannot do without, made as the
+    poller makes them: the search of the versions registered since ``since_millis``,
+    the searches for the registered models' policy tags, the ``production`` alias (or
+    ``alias``) per new version (side by side, REGISTRY_CONCURRENCY or the store's
+    default)."""
+    from domain_mlflow.registry import PRODUCTION_ALIAS, policy_tags, versions_since
+
+    client, calls, writer, pattern = _registry_calls(uri)
     started = time.perf_counter()
     versions = versions_since(client, pattern, since_millis)
     policy_tags(client, pattern, calls.each)
-    writer = _writer(client)
     calls.each(lambda version: writer.set_registered_model_alias(
         version.name, alias or PRODUCTION_ALIAS, version.version), versions)
     return time.perf_counter() - started
@@ -334,25 +334,11 @@ def registry_floor(uri: str, since_millis: int, alias: str | None = None) -> flo
 
 def delete_aliases(uri: str, since_millis: int) -> None:
     """Remove the ``production`` alias from the versions registered since ``since_millis``."""
-    from mlflow.tracking import MlflowClient
+    from domain_mlflow.registry import PRODUCTION_ALIAS, versions_since
 
-    from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
-    from domain_mlflow.registry import (
-        PRODUCTION_ALIAS,
-        DomainRegistry,
-        _writer,
-        default_concurrency,
-        versions_since,
-    )
-    from domain_mlflow.settings import load_settings
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    calls = DomainRegistry(client, load_settings().thresholds,
-                           concurrency=default_concurrency(uri))
-    versions = versions_since(client, f"name LIKE '{REGISTERED_MODEL_PREFIX}%'", since_millis)
-    writer = _writer(client)
+    client, calls, writer, pattern = _registry_calls(uri)
     calls.each(lambda version: writer.delete_registered_model_alias(
-        version.name, PRODUCTION_ALIAS), versions)
+        version.name, PRODUCTION_ALIAS), versions_since(client, pattern, since_millis))
 
 
 def main(args: argparse.Namespace) -> int:
