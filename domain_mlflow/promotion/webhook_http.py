@@ -200,9 +200,14 @@ def server_config(app: Any, limits: WebhookLimits, **options: Any) -> ReceiverCo
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening socket on ``host:port``; a clear error if that is not possible."""
+    """A listening socket on ``host:port``; a clear error if that is not possible.
+
+    Made as TCP explicitly: asyncio turns Nagle's algorithm off on an accepted connection
+    only when its socket says ``IPPROTO_TCP`` (a plain ``socket.socket()`` says 0), and
+    with it on every keep-alive answer after the first waits ~40 ms for the sender's
+    delayed ACK (uvicorn issue #3149)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -23,11 +23,28 @@ LIMITS = WebhookLimits(max_body_bytes=64 * 1024, header_timeout_seconds=1.0,
 
 
 @pytest.fixture
-def address():
+def running():
     receiver = WebhookReceiver(make_promoter("webhook"), SECRET, LIMITS)
     server = receiver.serve("127.0.0.1", 0)
-    yield server.server_address
+    yield server
     receiver.stop()
+
+
+@pytest.fixture
+def address(running):
+    return running.server_address
+
+
+def test_keep_alive_connections_are_accepted_with_nagles_algorithm_off(running):
+    session = requests.Session()
+    host, port = running.server_address
+    for _ in range(2):  # the second answer on the connection is the one Nagle would hold
+        assert session.get(f"http://{host}:{port}/healthz", timeout=10).status_code == 200
+    connections = list(running.server.server_state.connections)
+    assert len(connections) == 1
+    sock = connections[0].transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    session.close()
 
 
 def _connect(address) -> socket.socket:
