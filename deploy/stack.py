@@ -43,6 +43,9 @@ WEBHOOK_PATH = "/webhooks/mlflow"  # domain_mlflow.promotion.webhook.PATH (a tes
 WEBHOOK_NAME = "domain-mlflow"  # receiver i is registered as domain-mlflow-{i}
 # How each program of the compose file is started here: with this interpreter.
 PROGRAMS = {"mlflow": ("-m", "mlflow"), "domain-mlflow": ("-m", "domain_mlflow.cli")}
+# gunicorn's worker timeout: a request may take this long (a model's artifacts
+# uploaded through the server's proxy) before its worker is restarted.
+MLFLOW_GUNICORN_OPTS = "--timeout 600"
 # Taken from the caller's environment only where the stack does not set them itself.
 RUN_CONTEXT = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
                "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "POSTGRES_DSN", "REDIS_URL",
@@ -142,13 +145,9 @@ def plan(args: argparse.Namespace, ports: Ports, keys: StackSecrets,
     mlflow_url = f"http://{_url_host(host)}:{ports.mlflow}"
     services = [Service(
         "mlflow", "mlflow",
-        ["mlflow", "server", "--backend-store-uri", mlflow_store_uri,
-         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-         "--workers", str(args.mlflow_workers), "--host", host, "--port", str(ports.mlflow)],
-        {"MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": keys.encryption_key,
-         "MLFLOW_WEBHOOK_CACHE_TTL": str(args.webhook_cache_ttl)},
+        mlflow_server_command(mlflow_store_uri, str(folder / "artifacts"), args.mlflow_workers,
+                              host, ports.mlflow),
+        mlflow_server_env(keys.encryption_key, args.webhook_cache_ttl),
         url=mlflow_url, health=f"{mlflow_url}/health")]
     env = domain_env(args, mlflow_url, keys)
     interval = f"{args.poll_interval:g}"
@@ -171,6 +170,29 @@ def plan(args: argparse.Namespace, ports: Ports, keys: StackSecrets,
                           "--name", f"{WEBHOOK_NAME}-{i}"], env, once=True)
                  for i, receiver in enumerate(receivers, start=1)]
     return services
+
+
+def mlflow_server_command(store_uri: str, artifacts: str, workers: int, host: str,
+                          port: int) -> list[str]:
+    """``mlflow server`` as the compose file's ``mlflow`` service runs it: MLflow's Flask
+    app on gunicorn's sync workers (on uvicorn, the other choice, ``--workers`` > 1 leaves
+    Nagle's algorithm on: every keep-alive request waits ~40 ms for a delayed ACK, and
+    each request costs ~12 ms more CPU; docs/operations.md)."""
+    return ["mlflow", "server", "--backend-store-uri", store_uri,
+            "--artifacts-destination", artifacts, "--serve-artifacts",
+            "--workers", str(workers), "--gunicorn-opts", MLFLOW_GUNICORN_OPTS,
+            "--host", host, "--port", str(port)]
+
+
+def mlflow_server_env(encryption_key: str, webhook_cache_ttl: int) -> dict[str, str]:
+    """The MLflow server's variables: registry webhooks to private addresses, their
+    secrets encrypted with ``encryption_key``; none of MLflow's server jobs (the stack
+    runs none, and their consumers take seconds of CPU each at start-up)."""
+    return {"MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": encryption_key,
+            "MLFLOW_WEBHOOK_CACHE_TTL": str(webhook_cache_ttl),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def domain_env(args: argparse.Namespace, mlflow_url: str, keys: StackSecrets) -> dict[str, str]:

@@ -23,26 +23,23 @@ def free_port() -> int:
 @contextmanager
 def mlflow_server(folder: Path, startup_seconds: float = 90.0, *,
                   backend_store_uri: str | None = None, workers: int = 1) -> Iterator[str]:
-    """Start the server, wait for ``/health``, yield its URL, stop it."""
+    """Start the server as the loopback stack runs it (deploy/stack.py), wait for
+    ``/health``, yield its URL, stop it. MLflow's list of webhooks is cached for 1 s."""
     from cryptography.fernet import Fernet
 
+    from tests.stack import stack_module
+
+    stack = stack_module()
     port = free_port()
-    env = {
-        **os.environ,
-        # MLflow refuses loopback and plain-http webhook targets unless told otherwise.
-        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    env = {**os.environ, **stack.mlflow_server_env(Fernet.generate_key().decode(), 1),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    command = stack.mlflow_server_command(
+        backend_store_uri or f"sqlite:///{folder / 'server.db'}",
+        str(folder / "server-artifacts"), workers, "127.0.0.1", port)
     log = (folder / "mlflow-server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, *stack.PROGRAMS[command[0]], *command[1:]],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -78,6 +78,11 @@ PLACE_OPTIONS = {"--host", "--port", "--url", "--name", "--interval",
                  "--artifacts-destination", "--backend-store-uri"}
 
 
+def _is_option(word: str) -> bool:
+    """``--name``; a value may start with ``--`` too (``--gunicorn-opts "--timeout 600"``)."""
+    return word.startswith("--") and " " not in word
+
+
 def _shape(command: list[str]) -> tuple[list[str], dict[str, str | None]]:
     """A command's subcommands and its options, the values of PLACE_OPTIONS left out."""
     words = [word for word in command[:next((i for i, w in enumerate(command)
@@ -85,10 +90,10 @@ def _shape(command: list[str]) -> tuple[list[str], dict[str, str | None]]:
     options: dict[str, str | None] = {}
     rest = command[len(words):]
     for index, word in enumerate(rest):
-        if not word.startswith("--"):
+        if not _is_option(word):
             continue
         value = rest[index + 1] if index + 1 < len(rest) and \
-            not rest[index + 1].startswith("--") else None
+            not _is_option(rest[index + 1]) else None
         options[word] = "<place>" if word in PLACE_OPTIONS else value
     return words, options
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.gate import Thresholds, decide
@@ -187,6 +188,36 @@ def _burst_view(stack: RunningStack, store: ConfigStore, client: MlflowClient,
                            for v in versions
                            for p in store.promotions_of_version(domain, int(v.version))]}
     return view
+
+
+def _process_tree(pid: int) -> list[str]:
+    """The command lines of ``pid`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    lines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            lines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(lines.get(current, ""))
+        todo += children.get(current, [])
+    return tree
+
+
+def test_the_stacks_mlflow_server_runs_on_gunicorn_without_job_consumers(stack):
+    answer = requests.get(f"{stack.mlflow_url}/health", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["Server"].startswith("gunicorn")
+    tree = _process_tree(stack.service("mlflow")["pid"])
+    assert sum("-m gunicorn" in line for line in tree) == 3  # the arbiter and its 2 workers
+    assert not [line for line in tree if "huey" in line or "_job_runner" in line]
 
 
 def test_a_burst_with_a_poller_and_a_receiver_killed_leaves_nothing_undecided(stack, tmp_path):
