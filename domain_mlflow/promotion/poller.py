@@ -2,8 +2,9 @@
 
 One cycle reads what changed, not the history: the ``domain.*`` versions registered
 after the newest one the config store has a record of, or up to
-``POLL_LOOKBACK_SECONDS`` before this poller's previous read (a registration that
-committed late), newest first, stopping at the first older one; every
+``POLL_LOOKBACK_SECONDS`` before the newest previous read (this poller's, or another's
+recorded in the config store: a registration that committed late), newest first,
+stopping at the first older one; every
 ``POLL_FULL_SWEEP_SECONDS`` (and on its first cycle) it reads them all. Then the due
 promotions in batches of domains (each step one transaction per batch, their
 registry calls side by side), the ``approval`` tags of the versions awaiting
@@ -11,9 +12,10 @@ approval, and drift repair under the domains' locks: one Redis ``MGET``, one Loc
 ``GET /v1/models``, and on a full sweep one search of the registered models (their
 ``production`` aliases).
 
-Several pollers run side by side and split the work through the domains' locks: a
-domain another poller, a webhook or a command holds is left to it (what it leaves
-due, the next cycle takes).
+Several pollers run side by side: one at a time reads the registry (the others wait
+for its requests instead of reading the same versions again), and they split the
+work through the domains' locks: a domain another poller, a webhook or a command
+holds is left to it (what it leaves due, the next cycle takes).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from domain_mlflow.exceptions import DomainMlflowError
 from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
 from domain_mlflow.promotion.drift import reconcile_alias
-from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.engine import LOCK_TIMEOUT_SECONDS, Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
 from domain_mlflow.registry import (
     PRODUCTION_ALIAS,
@@ -45,6 +48,8 @@ _log = logging.getLogger(__name__)
 _PAGE = 1000
 # Domains processed together: each step one transaction for the whole batch.
 _BATCH = 100
+# Held while a poller reads the registry's changed versions and records their requests.
+REGISTRY_READ_LOCK = "poller:registry-read"
 # Due domains above which the policy tags come from one search per tag key.
 _PRIME_ABOVE = 20
 
@@ -53,6 +58,7 @@ _PRIME_ABOVE = 20
 class PollReport:
     locked_out: bool = False  # kept for callers: pollers no longer shut each other out
     full_sweep: bool = False  # this cycle read every version, not only the new ones
+    read_by_another: bool = False  # another poller was reading the registry: this one did not
     versions_seen: int = 0
     requested: int = 0
     processed: int = 0
@@ -94,14 +100,28 @@ class Poller:
     def poll_once(self) -> PollReport:
         report = PollReport()
         pattern = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
-        versions = self._changed_versions(pattern, report)
-        report.versions_seen = len(versions)
-        self._request_new(versions, report)
+        self._read_registry(pattern, report)
         self._process_due(pattern, report)
         self._apply_reviews(report)
         self._repair(pattern, report)
         report.errors = [self.promoter.targets.redact(error) for error in report.errors]
         return report
+
+    def _read_registry(self, pattern: str, report: PollReport) -> None:
+        """The registry's changed versions into requests, one poller at a time. A poller
+        that finds another reading waits for it and reads nothing itself: once that read
+        is done its requests are recorded, with when it began, and every poller's next
+        read reaches back from the newest recorded read (or its own, if newer)."""
+        store = self.promoter.store
+        with store.lock(REGISTRY_READ_LOCK, blocking=False) as reading:
+            if reading:
+                versions = self._changed_versions(pattern, report)
+                report.versions_seen = len(versions)
+                self._request_new(versions, report,
+                                  datetime.fromtimestamp(self._read_at or time.time(), UTC))
+                return
+        with store.lock(REGISTRY_READ_LOCK, timeout=LOCK_TIMEOUT_SECONDS):
+            report.read_by_another = True
 
     def _changed_versions(self, pattern: str, report: PollReport) -> list[Any]:
         """The versions this poller may not have seen yet, or all of them on a full sweep.
@@ -120,12 +140,14 @@ class Poller:
             versions = versions_since(self.promoter.client, pattern, None)
             report.full_sweep, self._swept_at = True, now
         else:
-            since = min(newest.timestamp(), self._read_at - settings.poll_lookback_seconds)
+            shared = self.promoter.store.last_registry_read()
+            read_at = max(self._read_at, shared.timestamp() if shared else self._read_at)
+            since = min(newest.timestamp(), read_at - settings.poll_lookback_seconds)
             versions = versions_since(self.promoter.client, pattern, int(since * 1000))
         self._read_at = started  # only a read that worked moves the lookback on
         return versions
 
-    def _request_new(self, versions: list[Any], report: PollReport) -> None:
+    def _request_new(self, versions: list[Any], report: PollReport, read_at: datetime) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
         # Any record counts as decided: a version promoted by hand needs no automatic decision.
         known = self.promoter.store.known_versions(list(ours))
@@ -135,7 +157,7 @@ class Poller:
         report.requested += self.promoter.store.add_requests([
             self.promoter.request_fields(domain, ours[(domain, number)],
                                          reason="found by the poller")
-            for domain, number in new])
+            for domain, number in new], read_at=read_at)
 
     def _process_due(self, pattern: str, report: PollReport) -> None:
         """Due promotions in batches of domains, batches side by side (each domain's own

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,14 +194,21 @@ class ConfigStore(PromotionReads, RolloutRecords):
                 results.append((promotion_from_row(rows[0]), bool(inserted)))
         return results
 
-    def add_requests(self, requests: list[dict[str, Any]]) -> int:
+    def add_requests(self, requests: list[dict[str, Any]], *,
+                     read_at: datetime | None = None) -> int:
         """Insert the requests whose ``request_key`` is new, in one transaction and one
-        round trip; returns how many were new (for callers that need no records back)."""
-        if not requests:
-            return 0
+        round trip; returns how many were new (for callers that need no records back).
+        ``read_at``: when the read of the registry they come from began, recorded in the
+        same transaction (:meth:`last_registry_read`; an earlier one never replaces it)."""
         now = utc_now()
         with self.database.transaction() as tx:
-            return tx.execute_many(_INSERT_REQUEST, [_request_values(r, now) for r in requests])
+            added = tx.execute_many(_INSERT_REQUEST, [_request_values(r, now)
+                                                      for r in requests]) if requests else 0
+            if read_at is not None:
+                tx.execute("INSERT INTO registry_reads (reader, read_at) VALUES ('poller', %s) "
+                           "ON CONFLICT (reader) DO UPDATE SET read_at = excluded.read_at "
+                           "WHERE registry_reads.read_at < excluded.read_at", (read_at,))
+            return added
 
     def set_semver(self, domain_id: str, registry_version: int, semver: str) -> None:
         """Record a version's new semantic version on its open promotions (and on the

@@ -169,6 +169,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX promotions_version ON promotions (domain_id, registry_version)",
         "CREATE INDEX promotions_registered ON promotions (registered_at)",
     ]),
+    (8, "pollers share their reads of the registry: when the newest recorded one began", [
+        """CREATE TABLE registry_reads (
+            reader TEXT PRIMARY KEY,
+            read_at {ts} NOT NULL
+        )""",
+    ]),
 ]
 
 

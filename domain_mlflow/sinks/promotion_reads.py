@@ -70,6 +70,13 @@ class PromotionReads:
             rows = tx.execute("SELECT MAX(registered_at) AS newest FROM promotions")
         return to_datetime(rows[0]["newest"]) if rows else None
 
+    def last_registry_read(self) -> datetime | None:
+        """When the newest read of the registry's new versions whose requests are all
+        recorded began (any poller's, :meth:`ConfigStore.record_registry_read`)."""
+        with self.database.transaction() as tx:
+            rows = tx.execute("SELECT read_at FROM registry_reads WHERE reader = 'poller'")
+        return to_datetime(rows[0]["read_at"]) if rows else None
+
     def known_request_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` already have a promotion record (one query per 500 keys)."""
         found: set[str] = set()

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from mlflow.tracking import MlflowClient
 
-from domain_mlflow.promotion.poller import Poller
+from domain_mlflow.promotion.poller import REGISTRY_READ_LOCK, Poller
 from tests.promotion_helpers import (
     PASSING,
     assert_everywhere,
@@ -118,3 +121,50 @@ def test_two_pollers_split_a_burst_and_each_version_is_promoted_once(stack):
         assert [(h.action, h.registry_version) for h in store.history(domain)] == [
             ("promote", int(version.version))]
     assert_everywhere(stack, versions[domains[0]], domain=domains[0])
+
+
+def test_a_poller_finding_another_reading_waits_for_its_requests_and_reads_nothing(stack):
+    domains = [f"0x{index:04x}-Shared" for index in range(3)]
+    versions = [register_domain_version(domain, PASSING) for domain in domains]
+    reader = make_promoter("reader")
+    waiting = _poller()
+    holding, done = threading.Event(), []
+
+    def read_elsewhere() -> None:  # another poller's read: the lock, then its requests
+        with reader.store.lock(REGISTRY_READ_LOCK) as got:
+            assert got
+            holding.set()
+            time.sleep(1.0)  # meanwhile the poller below is waiting
+            done.append(reader.store.add_requests(
+                [reader.request_fields(domain, version, reason="read elsewhere")
+                 for domain, version in zip(domains, versions, strict=True)],
+                read_at=datetime.now(UTC)))
+
+    other = threading.Thread(target=read_elsewhere)
+    other.start()
+    assert holding.wait(10)
+    report = waiting.poll_once()
+    other.join()
+    assert done == [3]
+    assert (report.read_by_another, report.versions_seen, report.requested) == (True, 0, 0)
+    assert report.promoted == 3, report  # the other poller's requests, carried out here
+    assert_everywhere(stack, versions[0], domain=domains[0])
+
+
+def test_the_next_read_reaches_back_from_another_pollers_newer_read(stack):
+    behind, ahead = _poller(poll_lookback_seconds=0.0), _poller(poll_lookback_seconds=0.0)
+    register_domain_version(DOMAIN, PASSING)
+    behind.poll_once()  # its first read, then it reads nothing for a while
+    ahead.poll_once()
+    for _ in range(2):
+        register_domain_version(DOMAIN, PASSING)
+        before = datetime.now(UTC)
+        assert ahead.poll_once().requested == 1
+    assert before <= ahead.promoter.store.last_registry_read() <= datetime.now(UTC)
+
+    report = behind.poll_once()
+    # From the newest recorded read: only the version at the watermark, not both that
+    # were registered after its own previous read.
+    assert (report.full_sweep, report.read_by_another, report.versions_seen) == (
+        False, False, 1), report
+    assert report.requested == 0

@@ -193,6 +193,24 @@ def test_requests_added_in_bulk_count_only_the_new_keys(store):
         ("d1", "pending", "test"), ("d2", "pending", "poller"), ("d3", "pending", "poller")]
 
 
+def test_a_registry_read_is_recorded_with_its_requests_and_an_earlier_one_never_replaces_it(
+        store):
+    from datetime import UTC, datetime, timedelta
+
+    assert store.last_registry_read() is None
+    later = datetime(2026, 12, 2, 7, 30, 0, 250000, tzinfo=UTC)
+    request = dict(request_key="auto:d1:1", domain_id="d1", registry_version=1,
+                   kind="promote", actor="poller", reason="r", metrics={},
+                   model_version="m", model_uri="u", run_id=None, targets={})
+    assert store.add_requests([request], read_at=later) == 1
+    assert store.last_registry_read() == later
+    assert store.add_requests([], read_at=later - timedelta(seconds=5)) == 0
+    assert store.last_registry_read() == later
+    assert store.add_requests([], read_at=later + timedelta(microseconds=1)) == 0
+    assert store.last_registry_read() == later + timedelta(microseconds=1)
+    assert [p.request_key for p in store.open_promotions()] == ["auto:d1:1"]
+
+
 def test_moved_records_are_what_a_read_returns(store):
     first, second = _promotion(store, 1, domain="d1"), _promotion(store, 1, domain="d2")
     decision = decide({"accuracy": 0.9, "latency_ms": 10, "training_loss": 0.1,
