@@ -115,16 +115,16 @@ class Poller:
         store = self.promoter.store
         with store.lock(REGISTRY_READ_LOCK, blocking=False) as reading:
             if reading:
-                versions = self._changed_versions(pattern, report)
+                versions, started = self._changed_versions(pattern, report)
                 report.versions_seen = len(versions)
-                self._request_new(versions, report,
-                                  datetime.fromtimestamp(self._read_at or time.time(), UTC))
+                self._request_new(versions, report, datetime.fromtimestamp(started, UTC))
                 return
         with store.lock(REGISTRY_READ_LOCK, timeout=LOCK_TIMEOUT_SECONDS):
             report.read_by_another = True
 
-    def _changed_versions(self, pattern: str, report: PollReport) -> list[Any]:
-        """The versions this poller may not have seen yet, or all of them on a full sweep.
+    def _changed_versions(self, pattern: str, report: PollReport) -> tuple[list[Any], float]:
+        """The versions this poller may not have seen yet, or all of them on a full sweep,
+        and when the read began (``time.time()``).
 
         Unseen are those registered after the newest version the config store knows,
         and those whose registration committed late: a version becomes visible within
@@ -145,7 +145,7 @@ class Poller:
             since = min(newest.timestamp(), read_at - settings.poll_lookback_seconds)
             versions = versions_since(self.promoter.client, pattern, int(since * 1000))
         self._read_at = started  # only a read that worked moves the lookback on
-        return versions
+        return versions, started
 
     def _request_new(self, versions: list[Any], report: PollReport, read_at: datetime) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}

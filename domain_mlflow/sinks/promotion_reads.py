@@ -72,7 +72,7 @@ class PromotionReads:
 
     def last_registry_read(self) -> datetime | None:
         """When the newest read of the registry's new versions whose requests are all
-        recorded began (any poller's, :meth:`ConfigStore.record_registry_read`)."""
+        recorded began (any poller's: ``ConfigStore.add_requests(..., read_at=)``)."""
         with self.database.transaction() as tx:
             rows = tx.execute("SELECT read_at FROM registry_reads WHERE reader = 'poller'")
         return to_datetime(rows[0]["read_at"]) if rows else None
