@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,20 +44,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _command(mode: str, store_uri: str, folder: Path, workers: int, port: int
              ) -> tuple[list[str], dict[str, str]]:
-    from cryptography.fernet import Fernet
+    from tests.mlflow_server import stack_server_command
 
-    from tests.stack import stack_module
-
-    stack = stack_module()
-    command = stack.mlflow_server_command(store_uri, str(folder / "artifacts"), workers,
-                                          "127.0.0.1", port)
-    env = stack.mlflow_server_env(Fernet.generate_key().decode(), 10)
+    argv, env = stack_server_command(folder, port, backend_store_uri=store_uri,
+                                     workers=workers, webhook_cache_ttl=10)
     if mode == MODES[0]:
-        at = command.index("--gunicorn-opts")
-        del command[at : at + 2]
+        at = argv.index("--gunicorn-opts")
+        del argv[at : at + 2]
         del env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
-    argv = [sys.executable, *stack.PROGRAMS[command[0]], *command[1:]]
-    return argv, {**os.environ, **env, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return argv, env
 
 
 def _tree_cpu(pid: int) -> float:
@@ -82,7 +76,7 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
 
     from bench.cycle_stores import _database_uri
     from domain_mlflow.registry import _writer
-    from tests.mlflow_server import free_port
+    from tests.mlflow_server import free_port, running_server
 
     database = f"bench_modes_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.postgres_dsn, autocommit=True) as connection:
@@ -93,53 +87,40 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
                          args.workers, port)
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    with (folder / "server.log").open("w") as log:
-        server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
     figures: dict[str, float] = {}
     try:
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 180:
-                raise RuntimeError(f"{mode}: the server did not start ({folder}/server.log)")
-            time.sleep(0.25)
-        figures["healthy after"] = time.perf_counter() - started
-        settling = _tree_cpu(server.pid)
-        time.sleep(SETTLE_SECONDS)
-        figures[f"server CPU, {SETTLE_SECONDS} s after healthy"] = \
-            _tree_cpu(server.pid) - settling
-        client = MlflowClient(tracking_uri=url, registry_uri=url)
-        models = 200
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(lambda i: (client.create_registered_model(f"m{i}"),
-                                     client.create_model_version(f"m{i}", source="s3://b/m",
-                                                                 run_id=None)),
-                          range(models)))
-        session, answers = requests.Session(), []
-        for _ in range(51):
-            at = time.perf_counter()
-            session.get(f"{url}/api/2.0/mlflow/registered-models/get", params={"name": "m0"},
-                        timeout=10).raise_for_status()
-            answers.append(time.perf_counter() - at)
-        figures["keep-alive GET p50 (ms)"] = statistics.median(answers[1:]) * 1000
-        writer = _writer(client)
-        for round_number in range(1, args.rounds + 1):
-            server_cpu, own_cpu = _tree_cpu(server.pid), time.process_time()
-            at = time.perf_counter()
+        with running_server(argv, env, port, folder / "server.log", 180) as server:
+            figures["healthy after"] = time.perf_counter() - started
+            settling = _tree_cpu(server.pid)
+            time.sleep(SETTLE_SECONDS)
+            figures[f"server CPU, {SETTLE_SECONDS} s after healthy"] = \
+                _tree_cpu(server.pid) - settling
+            client = MlflowClient(tracking_uri=url, registry_uri=url)
+            models = 200
             with ThreadPoolExecutor(args.concurrency) as pool:
-                list(pool.map(lambda i, r=round_number: writer.set_registered_model_alias(
-                    f"m{i % models}", f"r{r}-{i // models}", "1"), range(args.writes)))
-            figures[f"{args.writes} alias writes, round {round_number}"] = \
-                time.perf_counter() - at
-            figures[f"  server CPU, round {round_number}"] = _tree_cpu(server.pid) - server_cpu
-            figures[f"  client CPU, round {round_number}"] = time.process_time() - own_cpu
+                list(pool.map(lambda i: (client.create_registered_model(f"m{i}"),
+                                         client.create_model_version(f"m{i}", source="s3://b/m",
+                                                                     run_id=None)),
+                              range(models)))
+            session, answers = requests.Session(), []
+            for _ in range(51):
+                at = time.perf_counter()
+                session.get(f"{url}/api/2.0/mlflow/registered-models/get", params={"name": "m0"},
+                            timeout=10).raise_for_status()
+                answers.append(time.perf_counter() - at)
+            figures["keep-alive GET p50 (ms)"] = statistics.median(answers[1:]) * 1000
+            writer = _writer(client)
+            for round_number in range(1, args.rounds + 1):
+                server_cpu, own_cpu = _tree_cpu(server.pid), time.process_time()
+                at = time.perf_counter()
+                with ThreadPoolExecutor(args.concurrency) as pool:
+                    list(pool.map(lambda i, r=round_number: writer.set_registered_model_alias(
+                        f"m{i % models}", f"r{r}-{i // models}", "1"), range(args.writes)))
+                figures[f"{args.writes} alias writes, round {round_number}"] = \
+                    time.perf_counter() - at
+                figures[f"  server CPU, round {round_number}"] = _tree_cpu(server.pid) - server_cpu
+                figures[f"  client CPU, round {round_number}"] = time.process_time() - own_cpu
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
         with psycopg.connect(args.postgres_dsn, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     return figures
