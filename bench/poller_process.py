@@ -2,9 +2,10 @@
 
     python bench/poller_process.py   (MLFLOW_TRACKING_URI, POSTGRES_DSN, ... from the caller)
 
-It makes its first cycle (a full sweep), prints ``ready``, waits for a line on stdin,
-makes one cycle and prints that cycle's seconds and report as one JSON line. So pollers
-that have been running for a while meet a burst at the same moment, as in a deployment.
+It makes its first cycle (on a fresh config store, one poller's is the full sweep that
+counts for all), prints ``ready``, waits for a line on stdin, makes one cycle and prints
+that cycle's seconds and report as one JSON line. So pollers that have been running for
+a while meet a burst at the same moment, as in a deployment.
 """
 
 from __future__ import annotations

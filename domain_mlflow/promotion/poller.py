@@ -2,20 +2,21 @@
 
 One cycle reads what changed, not the history: the ``domain.*`` versions registered
 after the newest one the config store has a record of, or up to
-``POLL_LOOKBACK_SECONDS`` before the newest previous read (this poller's, or another's
-recorded in the config store: a registration that committed late), newest first,
-stopping at the first older one; every
-``POLL_FULL_SWEEP_SECONDS`` (and on its first cycle) it reads them all. Then the due
+``POLL_LOOKBACK_SECONDS`` before the newest recorded read (a registration that
+committed late), newest first, stopping at the first older one; when no full sweep is
+recorded within ``POLL_FULL_SWEEP_SECONDS`` it reads them all. Then the due
 promotions in batches of domains (each step one transaction per batch, their
 registry calls side by side), the ``approval`` tags of the versions awaiting
 approval, and drift repair under the domains' locks: one Redis ``MGET``, one LocalAI
 ``GET /v1/models``, and on a full sweep one search of the registered models (their
 ``production`` aliases).
 
-Several pollers run side by side: one at a time reads the registry (the others wait
-for its requests instead of reading the same versions again), and they split the
-work through the domains' locks: a domain another poller, a webhook or a command
-holds is left to it (what it leaves due, the next cycle takes).
+Several pollers run side by side and share their reads: one at a time reads the
+registry (the others wait for its requests instead of reading the same versions
+again), each read and each full sweep is recorded in the config store with its
+requests, so a full sweep by one counts for all; and they split the work through the
+domains' locks: a domain another poller, a webhook or a command holds is left to it
+(what it leaves due, the next cycle takes).
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ class Poller:
         if workers is None:
             workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
-        self._swept_at: float | None = None  # monotonic time of the last full sweep
-        self._read_at: float | None = None  # wall time the previous cycle read versions
 
     def poll_once(self) -> PollReport:
         report = PollReport()
@@ -110,8 +109,8 @@ class Poller:
     def _read_registry(self, pattern: str, report: PollReport) -> None:
         """The registry's changed versions into requests, one poller at a time. A poller
         that finds another reading waits for it and reads nothing itself: once that read
-        is done its requests are recorded, with when it began, and every poller's next
-        read reaches back from the newest recorded read (or its own, if newer)."""
+        is done its requests are recorded with when it began (and whether it was a full
+        sweep), and every poller's next read starts from the newest recorded one."""
         store = self.promoter.store
         with store.lock(REGISTRY_READ_LOCK, blocking=False) as reading:
             if reading:
@@ -123,29 +122,26 @@ class Poller:
             report.read_by_another = True
 
     def _changed_versions(self, pattern: str, report: PollReport) -> tuple[list[Any], float]:
-        """The versions this poller may not have seen yet, or all of them on a full sweep,
-        and when the read began (``time.time()``).
+        """The versions no poller may have seen yet, or all of them on a full sweep, and
+        when the read began (``time.time()``).
 
         Unseen are those registered after the newest version the config store knows,
         and those whose registration committed late: a version becomes visible within
         ``POLL_LOOKBACK_SECONDS`` of its registration time, so one not visible when the
-        previous cycle read was registered at most that long before it."""
-        settings = self.promoter.settings
-        now, started = time.monotonic(), time.time()
-        newest = None
-        if self._swept_at is not None and now - self._swept_at < \
-                settings.poll_full_sweep_seconds:
-            newest = self.promoter.store.newest_registration()
-        if newest is None or self._read_at is None:
-            versions = versions_since(self.promoter.client, pattern, None)
-            report.full_sweep, self._swept_at = True, now
-        else:
-            shared = self.promoter.store.last_registry_read()
-            read_at = max(self._read_at, shared.timestamp() if shared else self._read_at)
-            since = min(newest.timestamp(), read_at - settings.poll_lookback_seconds)
-            versions = versions_since(self.promoter.client, pattern, int(since * 1000))
-        self._read_at = started  # only a read that worked moves the lookback on
-        return versions, started
+        newest recorded read began was registered at most that long before it. A full
+        sweep is due when no poller's is recorded within ``POLL_FULL_SWEEP_SECONDS``."""
+        settings, store = self.promoter.settings, self.promoter.store
+        started = time.time()
+        reads = store.registry_reads()
+        if reads.latest is None or reads.full_sweep is None or \
+                started - reads.full_sweep.timestamp() >= settings.poll_full_sweep_seconds:
+            report.full_sweep = True
+            return versions_since(self.promoter.client, pattern, None), started
+        since = reads.latest.timestamp() - settings.poll_lookback_seconds
+        newest = store.newest_registration()
+        if newest is not None:
+            since = min(newest.timestamp(), since)
+        return versions_since(self.promoter.client, pattern, int(since * 1000)), started
 
     def _request_new(self, versions: list[Any], report: PollReport, read_at: datetime) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}
@@ -157,7 +153,7 @@ class Poller:
         report.requested += self.promoter.store.add_requests([
             self.promoter.request_fields(domain, ours[(domain, number)],
                                          reason="found by the poller")
-            for domain, number in new], read_at=read_at)
+            for domain, number in new], read_at=read_at, full_sweep=report.full_sweep)
 
     def _process_due(self, pattern: str, report: PollReport) -> None:
         """Due promotions in batches of domains, batches side by side (each domain's own

@@ -20,7 +20,7 @@ from typing import Any
 from domain_mlflow.exceptions import PromotionError
 from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
 from domain_mlflow.sinks.migrations import apply_migrations
-from domain_mlflow.sinks.promotion_reads import PromotionReads
+from domain_mlflow.sinks.promotion_reads import FULL_SWEEP, READ, PromotionReads
 from domain_mlflow.sinks.rollouts import RolloutRecords
 from domain_mlflow.sinks.rows import (
     OPEN_STATES,
@@ -195,19 +195,22 @@ class ConfigStore(PromotionReads, RolloutRecords):
         return results
 
     def add_requests(self, requests: list[dict[str, Any]], *,
-                     read_at: datetime | None = None) -> int:
+                     read_at: datetime | None = None, full_sweep: bool = False) -> int:
         """Insert the requests whose ``request_key`` is new, in one transaction and one
         round trip; returns how many were new (for callers that need no records back).
-        ``read_at``: when the read of the registry they come from began, recorded in the
-        same transaction (:meth:`last_registry_read`; an earlier one never replaces it)."""
+        ``read_at``: when the read of the registry they come from began (``full_sweep``:
+        a read of every version), recorded in the same transaction
+        (:meth:`registry_reads`; an earlier one never replaces a later one)."""
         now = utc_now()
+        readers = [READ, FULL_SWEEP] if full_sweep else [READ]
         with self.database.transaction() as tx:
             added = tx.execute_many(_INSERT_REQUEST, [_request_values(r, now)
                                                       for r in requests]) if requests else 0
-            if read_at is not None:
-                tx.execute("INSERT INTO registry_reads (reader, read_at) VALUES ('poller', %s) "
+            for reader in readers if read_at is not None else []:
+                tx.execute("INSERT INTO registry_reads (reader, read_at) VALUES (%s, %s) "
                            "ON CONFLICT (reader) DO UPDATE SET read_at = excluded.read_at "
-                           "WHERE registry_reads.read_at < excluded.read_at", (read_at,))
+                           "WHERE registry_reads.read_at < excluded.read_at",
+                           (reader, read_at))
             return added
 
     def set_semver(self, domain_id: str, registry_version: int, semver: str) -> None:

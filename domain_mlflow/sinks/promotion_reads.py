@@ -6,8 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from domain_mlflow.sinks.database import Database, to_datetime, utc_now
-from domain_mlflow.sinks.rows import DUE_STATES, OPEN_STATES, Promotion, promotion_from_row
+from domain_mlflow.sinks.rows import (
+    DUE_STATES,
+    OPEN_STATES,
+    Promotion,
+    RegistryReads,
+    promotion_from_row,
+)
 from domain_mlflow.sinks.sql import chunks
+
+# The readers of ``registry_reads``: any read of the new versions, and full sweeps.
+READ, FULL_SWEEP = "poller", "full-sweep"
 
 
 class PromotionReads:
@@ -70,12 +79,14 @@ class PromotionReads:
             rows = tx.execute("SELECT MAX(registered_at) AS newest FROM promotions")
         return to_datetime(rows[0]["newest"]) if rows else None
 
-    def last_registry_read(self) -> datetime | None:
+    def registry_reads(self) -> RegistryReads:
         """When the newest read of the registry's new versions whose requests are all
-        recorded began (any poller's: ``ConfigStore.add_requests(..., read_at=)``)."""
+        recorded began, and the newest such full sweep (any poller's:
+        ``ConfigStore.add_requests(..., read_at=, full_sweep=)``)."""
         with self.database.transaction() as tx:
-            rows = tx.execute("SELECT read_at FROM registry_reads WHERE reader = 'poller'")
-        return to_datetime(rows[0]["read_at"]) if rows else None
+            rows = tx.execute("SELECT reader, read_at FROM registry_reads")
+        found = {row["reader"]: to_datetime(row["read_at"]) for row in rows}
+        return RegistryReads(latest=found.get(READ), full_sweep=found.get(FULL_SWEEP))
 
     def known_request_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` already have a promotion record (one query per 500 keys)."""

@@ -169,6 +169,15 @@ class Promotion:
         return self.state.is_open
 
 
+@dataclass(frozen=True)
+class RegistryReads:
+    """When the newest recorded read of the registry's new versions began, and the
+    newest recorded full sweep (any poller's); None before the first."""
+
+    latest: datetime | None = None
+    full_sweep: datetime | None = None
+
+
 @dataclass
 class HistoryEntry:
     id: int

@@ -77,10 +77,29 @@ def test_one_later_than_the_lookback_waits_for_the_next_full_sweep(stack, isolat
     _registered_late(missed, 120.0, isolated_mlflow)
     assert poller.poll_once().requested == 0  # incremental: beyond its lookback
 
-    sweeping = _poller(poll_lookback_seconds=1.0)  # a poller's first cycle sweeps
+    time.sleep(1.0)  # the recorded sweep is now older than the next poller's period
+    sweeping = _poller(poll_lookback_seconds=1.0, poll_full_sweep_seconds=1.0)
     report = sweeping.poll_once()
     assert (report.full_sweep, report.requested, report.promoted) == (True, 1, 1), report
     assert_everywhere(stack, missed, domain=DOMAIN)
+
+
+def test_one_pollers_full_sweep_counts_for_all_and_anothers_first_cycle_reads_what_is_new(
+        stack):
+    for _ in range(4):
+        register_domain_version(DOMAIN, PASSING)
+    sweeping, started = _poller(poll_lookback_seconds=0.0), datetime.now(UTC)
+    assert (sweeping.poll_once().full_sweep, sweeping.poll_once().full_sweep) == (True, False)
+    reads = sweeping.promoter.store.registry_reads()
+    assert started <= reads.full_sweep <= reads.latest <= datetime.now(UTC)
+
+    newest = register_domain_version(DOMAIN, PASSING)
+    report = _poller(poll_lookback_seconds=0.0).poll_once()  # a new poller, its first cycle
+    # From the newest recorded read: the version at the watermark and the new one only.
+    assert (report.full_sweep, report.versions_seen, report.requested, report.promoted) == (
+        False, 2, 1, 1), report
+    assert sweeping.promoter.store.registry_reads().full_sweep == reads.full_sweep
+    assert_everywhere(stack, newest, domain=DOMAIN)
 
 
 def test_after_a_burst_the_lookback_stops_at_the_previous_cycle(stack):
@@ -160,7 +179,7 @@ def test_the_next_read_reaches_back_from_another_pollers_newer_read(stack):
         register_domain_version(DOMAIN, PASSING)
         before = datetime.now(UTC)
         assert ahead.poll_once().requested == 1
-    assert before <= ahead.promoter.store.last_registry_read() <= datetime.now(UTC)
+    assert before <= ahead.promoter.store.registry_reads().latest <= datetime.now(UTC)
 
     report = behind.poll_once()
     # From the newest recorded read: only the version at the watermark, not both that

@@ -197,17 +197,20 @@ def test_a_registry_read_is_recorded_with_its_requests_and_an_earlier_one_never_
         store):
     from datetime import UTC, datetime, timedelta
 
-    assert store.last_registry_read() is None
+    from domain_mlflow.sinks.rows import RegistryReads
+
+    assert store.registry_reads() == RegistryReads(None, None)
     later = datetime(2026, 12, 2, 7, 30, 0, 250000, tzinfo=UTC)
     request = dict(request_key="auto:d1:1", domain_id="d1", registry_version=1,
                    kind="promote", actor="poller", reason="r", metrics={},
                    model_version="m", model_uri="u", run_id=None, targets={})
-    assert store.add_requests([request], read_at=later) == 1
-    assert store.last_registry_read() == later
-    assert store.add_requests([], read_at=later - timedelta(seconds=5)) == 0
-    assert store.last_registry_read() == later
-    assert store.add_requests([], read_at=later + timedelta(microseconds=1)) == 0
-    assert store.last_registry_read() == later + timedelta(microseconds=1)
+    assert store.add_requests([request], read_at=later, full_sweep=True) == 1
+    assert store.registry_reads() == RegistryReads(later, later)
+    assert store.add_requests([], read_at=later - timedelta(seconds=5), full_sweep=True) == 0
+    assert store.registry_reads() == RegistryReads(later, later)
+    newer = later + timedelta(microseconds=1)
+    assert store.add_requests([], read_at=newer) == 0  # not a full sweep
+    assert store.registry_reads() == RegistryReads(newer, later)
     assert [p.request_key for p in store.open_promotions()] == ["auto:d1:1"]
 
 
