@@ -141,8 +141,9 @@ class Settings:
     webhook_limit_concurrency: int = 1024
     webhook_workers: int = 1
     poll_interval_seconds: float = 30.0
-    # A cycle reads the versions registered since the newest one it knows, minus this
-    # margin (a version committed late); every POLL_FULL_SWEEP_SECONDS it reads them all.
+    # A cycle reads the versions registered since the newest recorded read, minus this
+    # margin (a version committed late); every POLL_FULL_SWEEP_SECONDS one poller's
+    # cycle reads them all (a recorded sweep counts for every poller).
     poll_lookback_seconds: float = 30.0
     poll_full_sweep_seconds: float = 900.0
     # Registry calls a cycle makes side by side; None: 1 on a SQLite or file store, else 16.
