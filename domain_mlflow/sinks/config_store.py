@@ -202,11 +202,11 @@ class ConfigStore(PromotionReads, RolloutRecords):
         a read of every version), recorded in the same transaction
         (:meth:`registry_reads`; an earlier one never replaces a later one)."""
         now = utc_now()
-        readers = [READ, FULL_SWEEP] if full_sweep else [READ]
+        readers = [] if read_at is None else [READ, FULL_SWEEP] if full_sweep else [READ]
         with self.database.transaction() as tx:
             added = tx.execute_many(_INSERT_REQUEST, [_request_values(r, now)
                                                       for r in requests]) if requests else 0
-            for reader in readers if read_at is not None else []:
+            for reader in readers:
                 tx.execute("INSERT INTO registry_reads (reader, read_at) VALUES (%s, %s) "
                            "ON CONFLICT (reader) DO UPDATE SET read_at = excluded.read_at "
                            "WHERE registry_reads.read_at < excluded.read_at",
