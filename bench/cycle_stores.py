@@ -167,6 +167,10 @@ def base_registry(kind: str, folder: Path, domains: int, old: int,
                 for column in columns[table])
             statements.append(f"INSERT INTO {table} ({chosen}) SELECT {shifted} FROM {table} "
                               "WHERE version = 1")
+    # As MLflow stamps them: a registered model was last updated when its newest version was.
+    statements.append("UPDATE registered_models SET last_updated_time = (SELECT "
+                      "MAX(creation_time) FROM model_versions "
+                      "WHERE model_versions.name = registered_models.name)")
     registry.sql(statements)
     return registry
 

@@ -3,8 +3,9 @@
 One cycle reads what changed, not the history: the ``domain.*`` versions registered
 after the newest one the config store has a record of, or up to
 ``POLL_LOOKBACK_SECONDS`` before the newest recorded read (a registration that
-committed late), newest first, stopping at the first older one; when no full sweep is
-recorded within ``POLL_FULL_SWEEP_SECONDS`` it reads them all. Then the due
+committed late), found through the registered models updated since then
+(:func:`~domain_mlflow.registry.changed_versions`); when no full sweep is recorded
+within ``POLL_FULL_SWEEP_SECONDS`` it reads them all. Then the due
 promotions in batches of domains (each step one transaction per batch, their
 registry calls side by side), the ``approval`` tags of the versions awaiting
 approval, and drift repair under the domains' locks: one Redis ``MGET``, one LocalAI
@@ -37,6 +38,7 @@ from domain_mlflow.promotion.engine import LOCK_TIMEOUT_SECONDS, Promoter
 from domain_mlflow.promotion.review import apply_registry_reviews
 from domain_mlflow.registry import (
     PRODUCTION_ALIAS,
+    changed_versions,
     domain_of,
     paged,
     policy_tags,
@@ -141,7 +143,7 @@ class Poller:
         newest = store.newest_registration()
         if newest is not None:
             since = min(newest.timestamp(), since)
-        return versions_since(self.promoter.client, pattern, int(since * 1000)), started
+        return changed_versions(self.promoter.client, pattern, int(since * 1000)), started
 
     def _request_new(self, versions: list[Any], report: PollReport, read_at: datetime) -> None:
         ours = {(domain_of(v.name), int(v.version)): v for v in versions if domain_of(v.name)}

@@ -30,12 +30,16 @@ def _poller(**settings: float) -> Poller:
 
 
 def _registered_late(version, seconds: float, isolated_mlflow: str) -> None:
-    """As if ``version``'s registration had committed ``seconds`` after its timestamp."""
+    """As if ``version``'s registration had committed ``seconds`` after its timestamp
+    (MLflow stamps its registered model's update time with it in the same transaction)."""
     connection = sqlite3.connect(isolated_mlflow[len("sqlite:///"):])
     with connection:
         connection.execute("UPDATE model_versions SET creation_time = creation_time - ? "
                            "WHERE name = ? AND version = ?",
                            (int(seconds * 1000), version.name, int(version.version)))
+        connection.execute("UPDATE registered_models SET last_updated_time = ? WHERE name = ?",
+                           (int(version.creation_timestamp) - int(seconds * 1000),
+                            version.name))
     connection.close()
 
 

@@ -1,0 +1,102 @@
+"""Reading the registry: the versions that changed since a moment, found through the
+registered models that changed, on a real MLflow store."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from domain_mlflow.naming import REGISTERED_MODEL_PREFIX
+from domain_mlflow.registry import changed_versions
+
+PATTERN = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client whose version searches are listed in ``client.version_searches``."""
+    client = MlflowClient()
+    client.version_searches = []
+    search = client.search_model_versions
+
+    def listed(filter_string: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        client.version_searches.append(filter_string)
+        return search(filter_string, *args, **kwargs)
+
+    monkeypatch.setattr(client, "search_model_versions", listed)
+    return client
+
+
+@pytest.fixture
+def run() -> Any:
+    with mlflow.start_run() as run:
+        return run
+
+
+def _version(client: Any, run: Any, name: str) -> tuple[str, int]:
+    with contextlib.suppress(MlflowException):  # it exists: a further version
+        client.create_registered_model(name)
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    return name, int(version.version)
+
+
+def _now_millis() -> int:
+    """A moment after everything registered so far and before anything registered next."""
+    since = int(time.time() * 1000) + 1
+    time.sleep(0.01)
+    return since
+
+
+def _read(client: Any, since: int) -> list[tuple[str, int]]:
+    return sorted((v.name, int(v.version)) for v in changed_versions(client, PATTERN, since))
+
+
+def test_the_new_versions_of_the_models_updated_since_and_no_search_of_the_others(
+        client, run):
+    for name in ("domain.a", "domain.b", "domain.c", "domain.d"):
+        for _ in range(3):
+            _version(client, run, name)
+    since = _now_millis()
+    new = [_version(client, run, "domain.a"), _version(client, run, "domain.b"),
+           _version(client, run, "domain.b")]
+    client.update_registered_model("domain.c", description="changed, no new version")
+
+    assert _read(client, since) == sorted(new) == [
+        ("domain.a", 4), ("domain.b", 4), ("domain.b", 5)]
+    assert client.version_searches
+    assert PATTERN not in client.version_searches  # not every domain's versions
+
+
+def test_with_nothing_new_no_version_is_searched(client, run):
+    for name in ("domain.a", "domain.b"):
+        for _ in range(3):
+            _version(client, run, name)
+    since = _now_millis()
+    assert _read(client, since) == []
+    assert client.version_searches == []
+
+
+def test_more_changed_models_than_a_page_are_read_in_one_search_of_every_version(client, run):
+    names = [f"domain.d{index:02d}" for index in range(25)]
+    for name in names:
+        _version(client, run, name)
+    since = _now_millis()
+    new = [_version(client, run, name) for name in names]
+
+    assert _read(client, since) == sorted(new)
+    assert client.version_searches[0] == PATTERN
+
+
+def test_a_model_named_like_ours_with_a_quote_is_left_out(client, run):
+    _version(client, run, "domain.a")
+    since = _now_millis()
+    ours = _version(client, run, "domain.a")
+    _version(client, run, "domain.it's")
+
+    assert _read(client, since) == [ours]
