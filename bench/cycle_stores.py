@@ -76,6 +76,14 @@ class Registry:
             for statement in statements:
                 connection.execute(statement)
 
+    def analyze(self) -> None:
+        """What PostgreSQL's autovacuum does within a minute of a burst: fresh planner
+        statistics (autovacuum is off on the PostgreSQL here). Without them MLflow's
+        query for the registered models' latest versions runs as a nested loop over
+        every version: 1.7 s for a page of 20 models over 2,000 versions, 4 ms after."""
+        if self.kind != "sqlite":
+            self.sql(["ANALYZE"])
+
     def copy(self, name: str) -> Registry:
         """An identical copy of this store (no one may be connected to it meanwhile)."""
         if self.kind == "sqlite":
@@ -172,6 +180,7 @@ def base_registry(kind: str, folder: Path, domains: int, old: int,
                       "MAX(creation_time) FROM model_versions "
                       "WHERE model_versions.name = registered_models.name)")
     registry.sql(statements)
+    registry.analyze()  # a copy takes its statistics along
     return registry
 
 
@@ -220,7 +229,20 @@ def fresh_config_store(admin_dsn: str, domains: int, old: int) -> str:
     with store.database.transaction() as tx:
         tx.execute("UPDATE promotions SET state = 'rejected'")
     store.close()
+    analyze_config_store(dsn)
     return dsn
+
+
+def analyze_config_store(dsn: str) -> None:
+    """Fresh planner statistics for the config store's tables in ``dsn``'s schema (see
+    :meth:`Registry.analyze`)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        tables = connection.execute("SELECT tablename FROM pg_tables "
+                                    "WHERE schemaname = current_schema()").fetchall()
+        for (table,) in tables:
+            connection.execute(f'ANALYZE "{table}"')
 
 
 def wait_out_lookback(since: float) -> None:

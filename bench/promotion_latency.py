@@ -234,7 +234,12 @@ def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float
     burst, the next cycle once the burst is older than the lookback (it still re-reads the
     versions registered within the lookback before the burst cycle's read), then two
     steady cycles with nothing new."""
-    from bench.cycle_stores import environment, register_new_versions, wait_out_lookback
+    from bench.cycle_stores import (
+        analyze_config_store,
+        environment,
+        register_new_versions,
+        wait_out_lookback,
+    )
     from domain_mlflow.promotion.engine import Promoter
     from domain_mlflow.promotion.poller import Poller
     from domain_mlflow.services import Services
@@ -253,6 +258,8 @@ def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float
     if (report.promoted, report.errors) != (domains, []):
         raise RuntimeError(f"the burst cycle did not promote every domain: {report}")
     wait_out_lookback(registered)
+    store.analyze()  # as autovacuum would have after the burst
+    analyze_config_store(dsn)
     timed["next cycle, re-reading the lookback"], _ = _timed(poller.poll_once)
     for key in ("cycle with nothing new", "another cycle with nothing new"):
         timed[key], report = _timed(poller.poll_once)

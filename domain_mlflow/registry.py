@@ -112,18 +112,20 @@ def paged(search: Any, **kwargs: Any) -> list[Any]:
 _SINCE_PAGES = (20, 200, 1000)
 
 
-def versions_since(client: MlflowClient, filter_string: str, since_millis: int | None
-                   ) -> list[ModelVersion]:
+def versions_since(client: MlflowClient, filter_string: str, since_millis: int | None,
+                   first_page: int = _SINCE_PAGES[0]) -> list[ModelVersion]:
     """The versions matching ``filter_string`` registered at or after ``since_millis``
-    (epoch milliseconds), newest first: pages in creation order, stopping at the first
-    older one, so the cost follows what is new. ``None``: every version."""
+    (epoch milliseconds), newest first: pages in creation order (``first_page`` versions,
+    then 200, then 1,000), stopping at the first older one, so the cost follows what is
+    new. ``None``: every version."""
     if since_millis is None:
         return paged(client.search_model_versions, filter_string=filter_string,
                      max_results=_SINCE_PAGES[-1])
     found: list[ModelVersion] = []
     token, page_number = None, 0
+    pages = (first_page, *_SINCE_PAGES[1:])
     while True:
-        size = _SINCE_PAGES[min(page_number, len(_SINCE_PAGES) - 1)]
+        size = pages[min(page_number, len(pages) - 1)]
         page = client.search_model_versions(filter_string, max_results=size,
                                             order_by=["creation_timestamp DESC"],
                                             page_token=token)
@@ -150,8 +152,13 @@ def changed_versions(client: MlflowClient, filter_string: str, since_millis: int
     if len(changed) == len(models) and models.token:
         return versions_since(client, filter_string, since_millis)
     # Only our names go into the filter: a domain id never holds a quote.
-    names = ", ".join(f"'{name}'" for name in changed if domain_of(name))
-    return versions_since(client, f"name IN ({names})", since_millis) if names else []
+    ours = [name for name in changed if domain_of(name)]
+    if not ours:
+        return []
+    names = ", ".join(f"'{name}'" for name in ours)
+    # A changed model usually has one version that new: a first page of two each stops
+    # at an older one without reading the model's history.
+    return versions_since(client, f"name IN ({names})", since_millis, first_page=2 * len(ours))
 
 
 def register_version(

@@ -20,14 +20,17 @@ PATTERN = f"name LIKE '{REGISTERED_MODEL_PREFIX}%'"
 
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A client whose version searches are listed in ``client.version_searches``."""
+    """A client whose version searches are listed in ``client.version_searches``, and
+    the number of versions each returned in ``client.versions_read``."""
     client = MlflowClient()
-    client.version_searches = []
+    client.version_searches, client.versions_read = [], []
     search = client.search_model_versions
 
     def listed(filter_string: str | None = None, *args: Any, **kwargs: Any) -> Any:
         client.version_searches.append(filter_string)
-        return search(filter_string, *args, **kwargs)
+        found = search(filter_string, *args, **kwargs)
+        client.versions_read.append(len(found))
+        return found
 
     monkeypatch.setattr(client, "search_model_versions", listed)
     return client
@@ -71,6 +74,8 @@ def test_the_new_versions_of_the_models_updated_since_and_no_search_of_the_other
         ("domain.a", 4), ("domain.b", 4), ("domain.b", 5)]
     assert client.version_searches
     assert PATTERN not in client.version_searches  # not every domain's versions
+    # Nor the changed models' history: a page of two versions per changed model (12 exist).
+    assert sum(client.versions_read) <= 6, client.versions_read
 
 
 def test_with_nothing_new_no_version_is_searched(client, run):
