@@ -44,14 +44,14 @@ def run_demo(data_dir: str | os.PathLike[str] | None = None, *,
             raise DataFileNotFoundError(
                 str(path), "example data not found; run the demo from a source checkout or "
                 "pass --data-dir with sql_agent.jsonl and vector_agent.jsonl")
-    trainer = DomainTrainer(settings=settings, progress=progress)
     options: dict[str, Any] = {"base_model": base_model}
     if max_steps is not None:
         options["max_steps"] = max_steps
     domains = {}
-    for domain_id, path in files:
-        result = trainer.train_domain_model(domain_id, path, fine_tune=True, **options)
-        domains[domain_id] = _summary(result)
+    with DomainTrainer(settings=settings, progress=progress) as trainer:
+        for domain_id, path in files:
+            result = trainer.train_domain_model(domain_id, path, fine_tune=True, **options)
+            domains[domain_id] = _summary(result)
     redact = Redactor.from_settings(settings)
     return {
         "domains": domains,

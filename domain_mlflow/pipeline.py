@@ -193,26 +193,26 @@ class _PipelineRun:
                             deployment=None, domains={})
         from domain_mlflow.workflow import DomainTrainer
 
-        trainer = DomainTrainer(settings=self.settings)
         domains: dict[str, dict[str, Any]] = {}
-        for domain_id, path in self.files.items():
-            size = len(self.records[domain_id])
-            if size < self.pipeline.min_records:
-                domains[domain_id] = _skipped(
-                    f"{size} record(s), fewer than min_records={self.pipeline.min_records}")
-                continue
-            try:
-                result = trainer.train_domain_model(domain_id, path, fine_tune=True,
-                                                    **self.pipeline.training_options)
-            except TrainingInterrupted:
-                raise  # the other domains are not trained either
-            except DomainMlflowError as error:
-                _log.error("training %s failed: %s", domain_id, error)
-                domains[domain_id] = {"status": "failed", "error": str(error)}
-                continue
-            self.trained[domain_id] = result
-            domains[domain_id] = {"status": "success", **result}
+        with DomainTrainer(settings=self.settings) as trainer:
+            for domain_id, path in self.files.items():
+                domains[domain_id] = self._train(trainer, domain_id, path)
         return self._training_summary(domains)
+
+    def _train(self, trainer: Any, domain_id: str, path: Path) -> dict[str, Any]:
+        size = len(self.records[domain_id])
+        if size < self.pipeline.min_records:
+            return _skipped(f"{size} record(s), fewer than min_records={self.pipeline.min_records}")
+        try:
+            result = trainer.train_domain_model(domain_id, path, fine_tune=True,
+                                                **self.pipeline.training_options)
+        except TrainingInterrupted:
+            raise  # the other domains are not trained either
+        except DomainMlflowError as error:
+            _log.error("training %s failed: %s", domain_id, error)
+            return {"status": "failed", "error": str(error)}
+        self.trained[domain_id] = result
+        return {"status": "success", **result}
 
     def _training_summary(self, domains: dict[str, dict[str, Any]]) -> dict[str, Any]:
         self.metrics["domains_trained"] = len(self.trained)

@@ -27,7 +27,8 @@ class DomainTrainer(Trainer):
     Every argument is optional and defaults to the environment (see ``Settings``).
     ``localai_url``, ``postgres_dsn`` and ``redis_url`` are where the promotion
     writes; they are never logged. ``services`` wires it to a process's
-    :class:`Services` instead.
+    :class:`Services` instead. Those it made itself it closes in :meth:`close`, or at
+    the end of a ``with`` block.
     """
 
     def __init__(
@@ -42,10 +43,22 @@ class DomainTrainer(Trainer):
         progress: bool | None = None,
         services: Services | None = None,
     ) -> None:
+        self._owns_services = services is None
         self.services = services or Services.from_settings(
             settings, postgres_dsn=postgres_dsn, redis_url=redis_url, localai_url=localai_url)
         super().__init__(checkpoint_dir, model_output_dir, settings=self.services.settings,
                          progress=progress, deploy=self._deploy)
+
+    def close(self) -> None:
+        """Close the connections of the services this trainer made (not those handed in)."""
+        if self._owns_services:
+            self.services.close()
+
+    def __enter__(self) -> DomainTrainer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def _deploy(self, domain_id: str, version: Any) -> dict[str, Any]:
         """Promote the new version; a target that is down leaves the promotion pending

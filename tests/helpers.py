@@ -192,3 +192,26 @@ def open_promotion(version: Any, error: str) -> Any:
         return store.record_failure(promotion, error, timedelta(minutes=5), promotion.targets)
     finally:
         store.close()
+
+
+def with_application_name(dsn: str, name: str) -> str:
+    """``dsn`` (a URL) whose connections show ``name`` in ``pg_stat_activity``."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}"
+
+
+def connections_named(admin_dsn: str, name: str, settle_seconds: float = 10.0) -> int:
+    """Open PostgreSQL connections with application name ``name``, once those that are
+    closing have gone (a backend leaves ``pg_stat_activity`` a moment after its client
+    hung up): the count as soon as it is 0, else after ``settle_seconds``."""
+    import time
+
+    import psycopg
+
+    deadline = time.monotonic() + settle_seconds
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        while True:
+            [count] = connection.execute("SELECT count(*) FROM pg_stat_activity "
+                                         "WHERE application_name = %s", (name,)).fetchone()
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.1)

@@ -6,6 +6,7 @@ clears the default gate (accuracy >= 0.85) while the vector example does not.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -14,8 +15,12 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from domain_mlflow.demo import run_demo
+from domain_mlflow.services import Services
+from domain_mlflow.settings import load_settings
 from domain_mlflow.sinks.config_store import ConfigStore
-from tests.helpers import REPO_ROOT
+from tests.conftest import TEST_POSTGRES_DSN
+from tests.helpers import REPO_ROOT, connections_named, with_application_name
 
 SQL, VECTOR = "0x5678-SQLAgent", "0x3579-VectorProcessingAgent"
 
@@ -63,3 +68,17 @@ def test_the_demo_promotes_the_sql_agent_and_rejects_the_vector_agent(tiny_base,
     assert untracked == ""
     assert list((tmp_path / ".domain_configs.db.locks").glob("*.lock"))  # not in the root
     assert not list(tmp_path.glob(".domain_configs.db.*.lock"))
+
+
+def test_run_demo_closes_the_connections_it_opened(tiny_base, postgres_dsn):
+    name = f"demo-{os.getpid()}"
+    configured = dataclasses.replace(
+        load_settings(), postgres_dsn=with_application_name(postgres_dsn, name))
+    report = run_demo(max_steps=2, settings=configured, progress=False)
+    assert connections_named(TEST_POSTGRES_DSN, name) == 0
+    services = Services(configured)
+    try:  # each domain decided once, in the store the demo was given
+        assert {domain: len(services.store.history(domain)) for domain in report["domains"]
+                } == {SQL: 1, VECTOR: 1}
+    finally:
+        services.close()

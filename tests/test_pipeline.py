@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from domain_mlflow import DomainTrainer, TrainingPipeline, load_settings
 from domain_mlflow.exceptions import ConfigError, TrainingInterrupted
 from domain_mlflow.services import Services
-from tests.helpers import REPO_ROOT, write_jsonl
+from tests.conftest import TEST_POSTGRES_DSN
+from tests.helpers import REPO_ROOT, connections_named, with_application_name, write_jsonl
 
 SQL, VECTOR = "sql-demo", "vector-demo"
 TINY = {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "batch_size": 8}
@@ -147,15 +148,19 @@ def test_a_signal_during_training_stops_the_pipeline_not_only_that_domain(table,
     assert len(started) == 1  # the second domain never started
 
 
-def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tiny_base):
+def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tiny_base,
+                                                                     postgres_dsn):
     # The SQL domain carries lax per-domain thresholds, so it passes; the vector
     # domain meets the default gate after six steps and is rejected.
     MlflowClient().create_registered_model(f"domain.{SQL}", tags=LAX)
     records = sql_records(20) + vector_records(12) + sql_records(4, "too-small")
     path = write_jsonl(table.parent / "train.jsonl", records)
-    pipeline = TrainingPipeline(training_options=TINY,
-                                settings=settings(enable_domain_training=True))
+    name = f"pipeline-{os.getpid()}"
+    configured = settings(enable_domain_training=True,
+                          postgres_dsn=with_application_name(postgres_dsn, name))
+    pipeline = TrainingPipeline(training_options=TINY, settings=configured)
     results = pipeline.run_full_pipeline("proj", [path])
+    assert connections_named(TEST_POSTGRES_DSN, name) == 0  # the pipeline closed its pool
     steps = results["steps"]
     assert results["status"] == "success", steps
     training = steps["domain_training"]
@@ -178,10 +183,13 @@ def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tin
         f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     assert {run.data.tags["domain_id"] for run in children} == {SQL, VECTOR}
     assert client.get_registered_model(f"domain.{SQL}").aliases["production"] == 1
-    store = Services.from_settings().store
-    assert store.get_config(SQL).model_version == deployment["deployed"][SQL]
-    assert store.get_config(VECTOR) is None
-    assert store.history(VECTOR)[0].action == "reject"
+    services = Services(configured)
+    try:
+        assert services.store.get_config(SQL).model_version == deployment["deployed"][SQL]
+        assert services.store.get_config(VECTOR) is None
+        assert services.store.history(VECTOR)[0].action == "reject"
+    finally:
+        services.close()
 
 
 def test_the_cli_and_the_mlproject_entry_point_run_the_pipeline(table, tmp_path):
