@@ -5,7 +5,8 @@ cache, the config store (opened and migrated once, on first use), the Redis and
 LocalAI sinks and the :class:`ServingTargets` that writes them. The CLI, the
 poller, the webhook receiver, the monitor, the dashboard and the seed's classes
 are handed one (a promoter is ``Promoter.from_services(services, role)``); nothing
-opens a connection until a part is first used.
+opens a connection until a part is first used; ``close()`` (or leaving a ``with``
+block) closes what was opened.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class Services:
         localai = self.localai  # a settings mistake is reported before any connection
         return ServingTargets(self.registry, self.store, self.redis, localai,
                               redact=self.redact)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close what was opened (parts never used were never opened)."""

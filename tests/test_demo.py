@@ -76,9 +76,6 @@ def test_run_demo_closes_the_connections_it_opened(tiny_base, postgres_dsn):
         load_settings(), postgres_dsn=with_application_name(postgres_dsn, name))
     report = run_demo(max_steps=2, settings=configured, progress=False)
     assert connections_named(TEST_POSTGRES_DSN, name) == 0
-    services = Services(configured)
-    try:  # each domain decided once, in the store the demo was given
+    with Services(configured) as services:  # each domain decided once, in the demo's store
         assert {domain: len(services.store.history(domain)) for domain in report["domains"]
                 } == {SQL: 1, VECTOR: 1}
-    finally:
-        services.close()

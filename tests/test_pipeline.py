@@ -183,13 +183,10 @@ def test_training_runs_under_the_parent_and_promotes_through_the_gate(table, tin
         f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     assert {run.data.tags["domain_id"] for run in children} == {SQL, VECTOR}
     assert client.get_registered_model(f"domain.{SQL}").aliases["production"] == 1
-    services = Services(configured)
-    try:
+    with Services(configured) as services:
         assert services.store.get_config(SQL).model_version == deployment["deployed"][SQL]
         assert services.store.get_config(VECTOR) is None
         assert services.store.history(VECTOR)[0].action == "reject"
-    finally:
-        services.close()
 
 
 def test_the_cli_and_the_mlproject_entry_point_run_the_pipeline(table, tmp_path):
