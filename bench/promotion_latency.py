@@ -2,7 +2,8 @@
 
     python bench/promotion_latency.py [--postgres-dsn DSN] [--redis-url URL]
         [--versions 20] [--poll-interval 1.0] [--domains 1000] [--old-versions 20]
-        [--registry sqlite server-postgres] [--server-workers 2] [--only latency|cycle]
+        [--registry sqlite server-postgres] [--server-workers 2] [--rounds 1]
+        [--only latency|cycle]
 
 1. Webhook: a real ``mlflow server`` (SQLite backend) sends ``model_version.created``
    to our receiver; time from ``create_model_version`` returning until the config
@@ -10,10 +11,12 @@
 2. Polling: the same with no webhook and a poller every ``--poll-interval`` seconds.
 3. For each ``--registry`` (a SQLite file used in-process, and ``mlflow server`` on
    PostgreSQL over HTTP), on stores copied from one base (see bench/cycle_stores.py):
-   a long-running poller's cycle over ``--domains`` domains that each just got one
-   new passing version; MLflow's floor for the registry calls that cycle needs, on an
-   identical store (warmed up, the median of three rounds); the cycle with nothing new
-   at 1 and at ``--old-versions`` old versions per domain; one long-running poller
+   with 1 and with ``--old-versions`` old versions per domain: a long-running
+   poller's cycle over ``--domains`` domains that each just got one new passing
+   version, MLflow's floor for the registry calls that cycle needs on an identical
+   store (warmed up, the median of three rounds), and the cycle with nothing new
+   (``--rounds`` of our cycle, each followed by a floor: their medians); then
+   with 1 old version per domain, one long-running poller
    process against two on the same burst (bench/poller_process.py), twice each,
    interleaved.
 
@@ -49,6 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the MLflow stores the poll cycle runs against")
     parser.add_argument("--old-versions", type=int, default=20,
                         help="old versions per domain for the second no-op cycle")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of our burst cycle, each followed by a floor, per store "
+                             "(the medians are compared: a SQLite store's commits vary)")
     parser.add_argument("--server-workers", type=int, default=2,
                         help="`mlflow server --workers` for server-postgres")
     return parser
@@ -174,10 +180,10 @@ def bench_webhook_and_polling(args: argparse.Namespace, workdir: Path) -> None:
 
 
 def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str, float]:
-    """Our cycle over a burst of one new version per domain, MLflow's floor for it on an
-    identical store, the cycle with nothing new at 1 and at ``--old-versions`` old
-    versions per domain, and one poller against two on the burst; seconds."""
-    from bench.cycle_stores import base_registry, fresh_config_store, register_new_versions
+    """At 1 and at ``--old-versions`` old versions per domain: our cycle over a burst
+    of one new version per domain, MLflow's floor for it on an identical store and the
+    cycle with nothing new; then one poller against two on the burst; seconds."""
+    from bench.cycle_stores import base_registry, fresh_config_store
 
     domains, old = args.domains, args.old_versions
     started = time.perf_counter()
@@ -186,30 +192,18 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
     print(f"[{kind}] set-up: {domains} domains with 1 and with {old} old versions each in "
           f"{time.perf_counter() - started:.0f}s")
     figures: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {}
     for count, base in bases.items():
-        store = base.copy("ours")
-        dsn = fresh_config_store(args.postgres_dsn, domains, count)
-        with store.serving(args.server_workers) as uri:
-            figures.update({f"{key} ({count} old)": value for key, value in
-                            _our_cycles(store, uri, dsn, domains).items()})
-        store.drop()
-    twin = bases[1].copy("floor")
-    since = time.time()
-    register_new_versions(twin, domains)
-    with twin.serving(args.server_workers) as uri:
-        # A round on another alias warms the server as our poller's first cycle warmed
-        # it. Each measured round creates the production aliases, as our cycle does (an
-        # alias that exists already is cheaper to set), so they are deleted in between.
-        warm_up = registry_floor(uri, int(since * 1000), alias="bench-warm-up")
-        rounds = []
-        for _ in range(3):
-            rounds.append(registry_floor(uri, int(since * 1000)))
-            delete_aliases(uri, int(since * 1000))
-    figures["floor"] = statistics.median(rounds)
-    print(f"  MLflow's floor: {figures['floor']:.2f}s (rounds "
-          f"{', '.join(f'{value:.2f}' for value in rounds)}s after a warm-up of "
-          f"{warm_up:.2f}s)", flush=True)
-    twin.drop()
+        for _ in range(args.rounds):  # ours, then the floor: a drift meets both alike
+            store = base.copy("ours")
+            dsn = fresh_config_store(args.postgres_dsn, domains, count)
+            with store.serving(args.server_workers) as uri:
+                for key, value in _our_cycles(store, uri, dsn, domains).items():
+                    rounds.setdefault(f"{key} ({count} old)", []).append(value)
+            store.drop()
+            rounds.setdefault(f"floor ({count} old)", []).append(
+                _floor(base, count, args.server_workers, domains))
+    figures.update({key: statistics.median(values) for key, values in rounds.items()})
     # One poller against two, interleaved twice: on two busy cores one round of each
     # says little.
     for round_number, pollers in enumerate((1, 2, 1, 2)):
@@ -221,12 +215,40 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
         store.drop()
     for base in bases.values():
         base.drop()
-    cycle = figures["burst cycle (1 old)"]
-    print(f"[{kind}] our cycle over {domains} new versions {cycle:.2f}s, MLflow's floor "
-          f"{figures['floor']:.2f}s ({cycle / figures['floor']:.2f}x)")
+    for count in bases:
+        cycle, floor = figures[f"burst cycle ({count} old)"], figures[f"floor ({count} old)"]
+        print(f"[{kind}] our cycle over {domains} new versions with {count} old each "
+              f"{cycle:.2f}s, MLflow's floor {floor:.2f}s ({cycle / floor:.2f}x)")
     for key, value in figures.items():
-        print(f"[{kind}]   {key}: {value:.2f}s")
+        each = rounds.get(key, [])
+        print(f"[{kind}]   {key}: {value:.2f}s" + (
+            f" (median of {', '.join(f'{v:.2f}' for v in each)})" if len(each) > 1 else ""))
     return figures
+
+
+def _floor(base: Any, old: int, workers: int, domains: int) -> float:
+    """MLflow's floor for the burst cycle on a copy of ``base``: the median of three
+    rounds after a warm-up; seconds."""
+    from bench.cycle_stores import register_new_versions
+
+    twin = base.copy("floor")
+    since = time.time()
+    register_new_versions(twin, domains)
+    with twin.serving(workers) as uri:
+        # A round on another alias warms the server as our poller's first cycle warmed
+        # it. Each measured round creates the production aliases, as our cycle does (an
+        # alias that exists already is cheaper to set), so they are deleted in between.
+        warm_up = registry_floor(uri, int(since * 1000), alias="bench-warm-up")
+        rounds = []
+        for _ in range(3):
+            rounds.append(registry_floor(uri, int(since * 1000)))
+            delete_aliases(uri, int(since * 1000))
+    twin.drop()
+    floor = statistics.median(rounds)
+    print(f"  MLflow's floor with {old} old version(s): {floor:.2f}s (rounds "
+          f"{', '.join(f'{value:.2f}' for value in rounds)}s after a warm-up of "
+          f"{warm_up:.2f}s)", flush=True)
+    return floor
 
 
 def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float]:
