@@ -53,8 +53,10 @@ def empty_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make = ("import sys; from mlflow.tracking import MlflowClient; "
             "client = MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1]); "
             "client.search_experiments(); client.search_registered_models()")
-    subprocess.run([sys.executable, "-c", make, f"sqlite:///{path}"], cwd=folder, check=True,
-                   capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", make, f"sqlite:///{path}"], cwd=folder,
+                          capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"MLflow could not create an empty store: {done.stderr[-2000:]}")
     return path
 
 
