@@ -51,7 +51,8 @@ def make_parser() -> argparse.ArgumentParser:
                         default=["sqlite", "server-postgres"],
                         help="the MLflow stores the poll cycle runs against")
     parser.add_argument("--old-versions", type=int, default=20,
-                        help="old versions per domain for the second no-op cycle")
+                        help="old versions per domain in the second store (burst, floor "
+                             "and no-op cycle)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of our burst cycle, each followed by a floor, per store "
                              "(the medians are compared: a SQLite store's commits vary)")
@@ -72,10 +73,12 @@ def _fresh_schema(dsn: str) -> str:
 
     import psycopg
 
+    from tests.helpers import with_query_parameter
+
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
+    return with_query_parameter(dsn, "options", f"-csearch_path%3D{schema}")
 
 
 _SOURCE: dict[str, tuple[str, str]] = {}

@@ -194,9 +194,14 @@ def open_promotion(version: Any, error: str) -> Any:
         store.close()
 
 
+def with_query_parameter(url: str, key: str, value: str) -> str:
+    """``url`` with ``key=value`` added to its query."""
+    return f"{url}{'&' if '?' in url else '?'}{key}={value}"
+
+
 def with_application_name(dsn: str, name: str) -> str:
     """``dsn`` (a URL) whose connections show ``name`` in ``pg_stat_activity``."""
-    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}"
+    return with_query_parameter(dsn, "application_name", name)
 
 
 def connections_named(admin_dsn: str, name: str, settle_seconds: float = 10.0) -> int:

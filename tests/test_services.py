@@ -10,7 +10,7 @@ import redis
 from domain_mlflow.services import Services
 from domain_mlflow.settings import load_settings
 from tests.conftest import TEST_POSTGRES_DSN, TEST_REDIS_URL
-from tests.helpers import connections_named, with_application_name
+from tests.helpers import connections_named, with_application_name, with_query_parameter
 
 
 def _redis_clients_named(name: str) -> int:
@@ -26,7 +26,7 @@ def test_leaving_a_with_block_closes_the_config_store_and_redis_connections(
     name = f"services-{os.getpid()}"
     settings = dataclasses.replace(
         load_settings(), postgres_dsn=with_application_name(postgres_dsn, name),
-        redis_url=f"{redis_url}{'&' if '?' in redis_url else '?'}client_name={name}")
+        redis_url=with_query_parameter(redis_url, "client_name", name))
     with Services(settings) as services:
         assert services.store.get_config("nothing-here") is None
         assert services.redis.get("nothing-here") is None
