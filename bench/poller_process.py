@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     from domain_mlflow.promotion.engine import Promoter
-    from domain_mlflow.promotion.poller import Poller
+    from domain_mlflow.promotion.poller import Poller, settle_heap
     from domain_mlflow.services import Services
     from domain_mlflow.settings import load_settings
 
     poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
     poller.poll_once()
+    settle_heap()  # as Poller.run does after its first cycle
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.perf_counter()

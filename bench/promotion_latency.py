@@ -266,7 +266,7 @@ def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float
         wait_out_lookback,
     )
     from domain_mlflow.promotion.engine import Promoter
-    from domain_mlflow.promotion.poller import Poller
+    from domain_mlflow.promotion.poller import Poller, settle_heap
     from domain_mlflow.services import Services
     from domain_mlflow.settings import load_settings
 
@@ -274,6 +274,7 @@ def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float
     poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
     timed: dict[str, float] = {}
     timed["first cycle, a full sweep"], _ = _timed(poller.poll_once)
+    settle_heap()  # as Poller.run does after its first cycle (the floor's rounds gain too)
     print(f"  first cycle (a full sweep, nothing new): {timed['first cycle, a full sweep']:.2f}s",
           flush=True)
     register_new_versions(store, domains)

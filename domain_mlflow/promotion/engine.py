@@ -13,7 +13,9 @@ one per step: the config store, the Redis key, LocalAI's stable name, the regist
 alias ``production``. So no pointer ever names a version that is not serving. Each
 arrow is recorded in the config store before the next step starts; a step that
 fails leaves the promotion where it was, with the error and the time of the next
-attempt (exponential backoff). All writes to the targets go through
+attempt (exponential backoff). Without LocalAI its two steps have nothing to do:
+their statuses are recorded with the next step's (approved ─▶ config_written,
+config_written ─▶ localai_synced). All writes to the targets go through
 :class:`~domain_mlflow.sinks.targets.ServingTargets`. All work on one domain
 happens under that domain's lock. Many domains can go through together (the
 poller's batches): then each step is one transaction for all of their
@@ -22,6 +24,7 @@ promotions, recorded before any of them takes the next step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -52,7 +55,7 @@ from domain_mlflow.sinks.config_store import (
 )
 from domain_mlflow.sinks.database import utc_now
 from domain_mlflow.sinks.rows import Kind, State, Target, TargetStatus, initial_targets
-from domain_mlflow.sinks.targets import ServingTargets
+from domain_mlflow.sinks.targets import NO_LOCALAI, ServingTargets
 
 _log = logging.getLogger(__name__)
 
@@ -198,9 +201,13 @@ class Promoter:
     # --- the state machine ------------------------------------------------------------
 
     def _steps(self) -> list[tuple[State, Step]]:
+        # Without LocalAI its two steps have nothing to do: each one's status is recorded
+        # in the next step's transaction (approved ─▶ config_written, config_written ─▶
+        # localai_synced) instead of in one of its own.
+        localai = self.targets.localai is not None
         return [
             (State.PENDING, self._gate),
-            (State.APPROVED, self._make_servable),
+            (State.APPROVED, self._make_servable if localai else self._write_config),
             (State.SERVABLE, self._write_config),
             (State.CONFIG_WRITTEN, self._sync_redis),
             (State.REDIS_SYNCED, self._point_localai),
@@ -318,36 +325,45 @@ class Promoter:
 
     def _make_servable(self, group: list[Promotion], configs: dict[str, DomainConfig]
                        ) -> list[Promotion]:
-        def serve(promotion: Promotion) -> str:
-            if not promotion.model_version:
-                raise PromotionError(
-                    f"version {promotion.registry_version} of {promotion.domain_id} has no "
-                    "model_version tag; register it with domain-mlflow train")
-            return self.targets.make_servable(promotion.domain_id, promotion.model_version,
-                                              promotion.run_id, promotion.semver)
-
-        worked, failed = self._each(group, serve)
+        worked, failed = self._each(group, self._serve)
         return self._advance([(p, State.SERVABLE,
                                {"targets": {**p.targets, Target.SERVING: status}})
                               for p, status in worked]) + failed
 
+    def _serve(self, promotion: Promotion) -> str:
+        if not promotion.model_version:
+            raise PromotionError(
+                f"version {promotion.registry_version} of {promotion.domain_id} has no "
+                "model_version tag; register it with domain-mlflow train")
+        return self.targets.make_servable(promotion.domain_id, promotion.model_version,
+                                          promotion.run_id, promotion.semver)
+
     def _write_config(self, group: list[Promotion], configs: dict[str, DomainConfig]
                       ) -> list[Promotion]:
+        failed: list[Promotion] = []
+        approved = [p for p in group if p.state is State.APPROVED]
+        if approved:  # no LocalAI (see _steps): the servable step's status goes along
+            worked, failed = self._each(approved, self._serve)
+            serving = {p.id: {**p.targets, Target.SERVING: status} for p, status in worked}
+            group = [dataclasses.replace(p, targets=serving[p.id]) if p.id in serving else p
+                     for p in group if p.state is not State.APPROVED or p.id in serving]
         writes = [ConfigWrite(p, p.kind.history_action, registered_model_name(p.domain_id),
                               serving_name(p.domain_id),
                               {**p.targets, Target.CONFIG_STORE: TargetStatus.DONE.value})
                   for p in group]
         moved = []
-        for promotion, config in self.targets.write_configs(writes):
+        for promotion, config in self.targets.write_configs(writes) if writes else []:
             configs[config.domain_id] = config
             moved.append(promotion)
-        return moved
+        return moved + failed
 
     def _sync(self, group: list[Promotion], configs: dict[str, DomainConfig], to_state: State,
               target: Target, sync: Callable[[list[Promotion]], tuple[
-                  list[tuple[Promotion, str]], list[Promotion]]]) -> list[Promotion]:
+                  list[tuple[Promotion, str]], list[Promotion]]],
+              also: dict[Target, str] | None = None) -> list[Promotion]:
         """One pointer step: ``sync`` the promotions the domain's config still names, give
-        up on the ones a later promotion superseded, record both in one transaction."""
+        up on the ones a later promotion superseded, record both in one transaction.
+        ``also``: the statuses of a later step with nothing to do, recorded with this one."""
         live = [p for p in group if _names(configs.get(p.domain_id), p)]
         live_ids = {p.id for p in live}
         superseded = TargetStatus.SKIPPED.text("superseded by a later promotion")
@@ -356,7 +372,7 @@ class Promoter:
                                          for key, value in p.targets.items()}})
             for p in group if p.id not in live_ids]
         worked, failed = sync(live) if live else ([], [])
-        moves += [(p, to_state, {"targets": {**p.targets, target: status}})
+        moves += [(p, to_state, {"targets": {**p.targets, target: status, **(also or {})}})
                   for p, status in worked]
         return self._advance(moves) + failed
 
@@ -371,6 +387,9 @@ class Promoter:
                 return [], [self._failed(p, error) for p in live]
             return [(p, status) for p in live], []
 
+        if self.targets.localai is None:  # LocalAI's step has nothing to do (see _steps)
+            return self._sync(group, configs, State.LOCALAI_SYNCED, Target.REDIS, publish,
+                              also={Target.LOCALAI: NO_LOCALAI})
         return self._sync(group, configs, State.REDIS_SYNCED, Target.REDIS, publish)
 
     def _point_localai(self, group: list[Promotion], configs: dict[str, DomainConfig]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from domain_mlflow import AutoDeploymentTrigger, DomainMetricsCollector
 from domain_mlflow.promotion import manual
 from domain_mlflow.promotion.poller import Poller
+from domain_mlflow.sinks.targets import NO_LOCALAI
 from tests.helpers import lock_held_elsewhere
 from tests.promotion_helpers import (
     FAILING,
@@ -142,17 +144,8 @@ def test_a_domain_another_promoter_holds_is_left_to_it_and_taken_once_let_go(ser
                                    "localai_synced"])
 def test_a_crash_after_any_step_resumes_and_converges(services, state):
     version = register_domain_version(DOMAIN, PASSING)
-    crashing = make_promoter("crashing")
-
-    def crash(reached):
-        if reached == state:
-            raise KeyboardInterrupt(f"crash after {reached}")
-
-    crashing.failpoint = crash
-    promotion = crashing.request(DOMAIN, int(version.version))
-    with pytest.raises(KeyboardInterrupt):
-        crashing.process_domain(DOMAIN)
-    assert crashing.store.get_promotion(promotion.id).state == state
+    promotion = _crashed_after(state, version)
+    assert make_promoter().store.get_promotion(promotion.id).state == state
     assert "production" not in MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases
 
     Poller(make_promoter("poller")).poll_once()
@@ -246,3 +239,49 @@ def test_postgres_down_is_pending_in_the_registry_and_converges_later(services, 
     monkeypatch.setenv("POSTGRES_DSN", good_dsn)
     Poller(make_promoter("poller")).poll_once()
     assert_everywhere(services, version)
+
+
+def test_without_localai_its_steps_are_recorded_with_the_next_ones(services, monkeypatch):
+    monkeypatch.delenv("LOCALAI_URL")
+    version = register_domain_version(DOMAIN, PASSING)
+    promoter = make_promoter()
+    reached = []
+    promoter.failpoint = reached.append
+    done = promoter.run(promoter.request(DOMAIN, int(version.version)))
+    assert reached == ["approved", "config_written", "redis-written", "localai_synced",
+                       "alias-moved", "done"]
+    assert done.targets == {"serving": NO_LOCALAI, "config_store": "done", "redis": "done",
+                            "localai": NO_LOCALAI, "registry": "done"}
+    assert str(MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases["production"]) \
+        == str(version.version)
+    assert promoter.store.get_config(DOMAIN).registry_version == int(version.version)
+    assert [h.action for h in promoter.store.history(DOMAIN)] == ["promote"]
+
+
+@pytest.mark.parametrize("state", ["servable", "redis_synced"])
+def test_one_left_at_a_localai_step_finishes_once_localai_is_unset(services, monkeypatch,
+                                                                    state):
+    version = register_domain_version(DOMAIN, PASSING)
+    promotion = _crashed_after(state, version)
+    monkeypatch.delenv("LOCALAI_URL")
+
+    done = make_promoter().run(promotion)
+    assert (done.state, done.targets["localai"]) == ("done", NO_LOCALAI)
+    assert str(MlflowClient().get_registered_model(f"domain.{DOMAIN}").aliases["production"]) \
+        == str(version.version)
+    assert [h.action for h in make_promoter().store.history(DOMAIN)] == ["promote"]
+
+
+def _crashed_after(state: str, version) -> Any:
+    """A promotion of ``version`` whose promoter stopped right after recording ``state``."""
+    crashing = make_promoter("crashing")
+
+    def crash(reached):
+        if reached == state:
+            raise KeyboardInterrupt(f"crash after {reached}")
+
+    crashing.failpoint = crash
+    promotion = crashing.request(DOMAIN, int(version.version))
+    with pytest.raises(KeyboardInterrupt):
+        crashing.process_domain(DOMAIN)
+    return promotion

@@ -4,6 +4,7 @@ a lookback), all of them on a full sweep, and the approvals of the versions wait
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sqlite3
 import threading
 import time
@@ -191,3 +192,21 @@ def test_the_next_read_reaches_back_from_another_pollers_newer_read(stack):
     assert (report.full_sweep, report.read_by_another, report.versions_seen) == (
         False, False, 1), report
     assert report.requested == 0
+
+
+def test_a_running_poller_freezes_its_heap_once_after_its_first_cycle(stack, monkeypatch):
+    frozen = []  # the test process's own heap stays as it is
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(time.monotonic()))
+    version = register_domain_version(DOMAIN, PASSING)
+    poller = _poller()
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(0.05, stop), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not frozen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1)  # about 20 more cycles
+    stop.set()
+    thread.join(timeout=60)
+    assert len(frozen) == 1
+    assert_everywhere(stack, version)  # and the cycles did their work
