@@ -73,12 +73,12 @@ def _fresh_schema(dsn: str) -> str:
 
     import psycopg
 
-    from tests.helpers import with_query_parameter
+    from tests.helpers import with_search_path
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    return with_query_parameter(dsn, "options", f"-csearch_path%3D{schema}")
+    return with_search_path(dsn, schema)
 
 
 _SOURCE: dict[str, tuple[str, str]] = {}

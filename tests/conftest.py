@@ -20,7 +20,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
-from tests.helpers import EXAMPLES, LOCALAI_TEST_KEY
+from tests.helpers import EXAMPLES, LOCALAI_TEST_KEY, with_search_path
 
 # Variables a developer's shell may carry that would leak into the tests.
 ISOLATED_VARIABLES = (
@@ -148,8 +148,7 @@ def postgres_dsn() -> Iterator[str]:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.OperationalError as error:
         _unavailable("PostgreSQL", error)
-    separator = "&" if "?" in TEST_POSTGRES_DSN else "?"
-    yield f"{TEST_POSTGRES_DSN}{separator}options=-csearch_path%3D{schema}"
+    yield with_search_path(TEST_POSTGRES_DSN, schema)
     with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 

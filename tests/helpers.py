@@ -199,6 +199,11 @@ def with_query_parameter(url: str, key: str, value: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{key}={value}"
 
 
+def with_search_path(dsn: str, schema: str) -> str:
+    """``dsn`` (a URL) whose connections resolve unqualified names in ``schema``."""
+    return with_query_parameter(dsn, "options", f"-csearch_path%3D{schema}")
+
+
 def with_application_name(dsn: str, name: str) -> str:
     """``dsn`` (a URL) whose connections show ``name`` in ``pg_stat_activity``."""
     return with_query_parameter(dsn, "application_name", name)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.helpers import LOCALAI_TEST_KEY, REPO_ROOT
+from tests.helpers import LOCALAI_TEST_KEY, REPO_ROOT, with_search_path
 
 STACK_SCRIPT = REPO_ROOT / "deploy" / "stack.py"
 T = TypeVar("T")
@@ -132,8 +132,7 @@ def loopback_stack(folder: Path, *, pollers: int = 2, receivers: int = 2,
         _unavailable("Redis", error)
     with _connect(TEST_POSTGRES_DSN) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in TEST_POSTGRES_DSN else "?"
-    config_dsn = f"{TEST_POSTGRES_DSN}{separator}options=-csearch_path%3D{schema}"
+    config_dsn = with_search_path(TEST_POSTGRES_DSN, schema)
     models = folder / "localai-models"
     models.mkdir(parents=True)
     env = {key: value for key, value in os.environ.items() if key not in ISOLATED_VARIABLES}

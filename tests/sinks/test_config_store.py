@@ -12,7 +12,7 @@ from domain_mlflow.sinks.config_store import ConfigStore, ConfigWrite
 from domain_mlflow.sinks.database import PostgresDatabase
 from domain_mlflow.sinks.migrations import MIGRATIONS, apply_migrations
 from domain_mlflow.sinks.rows import Target
-from tests.helpers import lock_held_elsewhere
+from tests.helpers import lock_held_elsewhere, with_search_path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -141,8 +141,7 @@ def test_stores_in_two_schemas_of_one_database_lock_independently(postgres_dsn, 
     other_schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(TEST_POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {other_schema}")
-    separator = "&" if "?" in TEST_POSTGRES_DSN else "?"
-    other_dsn = f"{TEST_POSTGRES_DSN}{separator}options=-csearch_path%3D{other_schema}"
+    other_dsn = with_search_path(TEST_POSTGRES_DSN, other_schema)
     first = ConfigStore.open(postgres_dsn, tmp_path / "unused.db")
     second = ConfigStore.open(other_dsn, tmp_path / "unused.db")
     same = ConfigStore.open(postgres_dsn, tmp_path / "unused.db")
