@@ -69,6 +69,8 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def _fresh_schema(dsn: str) -> str:
+    """A DSN on a new schema of ``dsn``'s database, dropped when the bench exits."""
+    import atexit
     import uuid
 
     import psycopg
@@ -78,7 +80,19 @@ def _fresh_schema(dsn: str) -> str:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    atexit.register(_drop_schema, dsn, schema)
     return with_search_path(dsn, schema)
+
+
+def _drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SET lock_timeout = '10s'")  # a connection still in use: say so
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    except psycopg.Error as error:
+        print(f"schema {schema} was left in place: {error}", file=sys.stderr)
 
 
 _SOURCE: dict[str, tuple[str, str]] = {}
