@@ -29,15 +29,9 @@ _VERSION_TABLES = ("model_versions", "model_version_tags")
 
 def new_version_tags(domain: str, index: int) -> dict[str, str]:
     """The tags training gives a passing version (model_version, metrics, semver)."""
-    from domain_mlflow.gate import Thresholds, decide
-    from domain_mlflow.naming import model_version
-    from domain_mlflow.training.publish import version_tags
-    from tests.promotion_helpers import _EPOCH, PASSING
+    from tests.promotion_helpers import _EPOCH, PASSING, training_tags
 
-    at = _EPOCH + timedelta(seconds=index)
-    tags = version_tags(domain_id=domain, model_version=model_version(domain, at),
-                        training_run_id=f"{domain}_bench_{index}",
-                        decision=decide(PASSING, Thresholds()), metrics=PASSING, extra={})
+    tags = training_tags(domain, PASSING, _EPOCH + timedelta(seconds=index))
     return {**tags, "semver": f"1.0.{index}"}
 
 

@@ -112,19 +112,12 @@ def _shared_source(client: Any) -> tuple[str, str]:
 
 
 def _new_version(client: Any, domain: str, index: int) -> Any:
-    from datetime import timedelta
-
-    from domain_mlflow.gate import Thresholds, decide
-    from domain_mlflow.naming import model_version
+    from bench.cycle_stores import new_version_tags
     from domain_mlflow.registry import register_version
-    from domain_mlflow.training.publish import version_tags
-    from tests.promotion_helpers import _EPOCH, PASSING
 
-    at = _EPOCH + timedelta(seconds=index)
-    tags = version_tags(domain_id=domain, model_version=model_version(domain, at),
-                        training_run_id=f"{domain}_bench_{index}",
-                        decision=decide(PASSING, Thresholds()), metrics=PASSING, extra={})
     source, run_id = _shared_source(client)
+    tags = new_version_tags(domain, index)
+    del tags["semver"]  # derived by register_version, as training's is
     return register_version(client, domain, source, run_id, tags)
 
 

@@ -48,16 +48,23 @@ def register_domain_version(domain_id: str, metrics: dict[str, float] = PASSING,
             Path(folder, "config.json").write_text(json.dumps({"model_type": "gpt2"}))
             Path(folder, "model.safetensors").write_bytes(run_id_string.encode())
             mlflow.log_artifacts(folder, "merged_model")
-    tags = version_tags(
+    return register_version(client, domain_id, f"{run.info.artifact_uri}/merged_model",
+                            run.info.run_id, training_tags(domain_id, metrics, at))
+
+
+def training_tags(domain_id: str, metrics: dict[str, float] = PASSING,
+                  at: datetime | None = None) -> dict[str, str]:
+    """The tags training gives a version of ``domain_id`` trained at ``at`` (by default
+    the next distinct time) with ``metrics``."""
+    at = at or _EPOCH + timedelta(seconds=next(_clock))
+    return version_tags(
         domain_id=domain_id,
         model_version=model_version_string(domain_id, at),
-        training_run_id=run_id_string,
+        training_run_id=training_run_id_string(domain_id, at),
         decision=decide(metrics, Thresholds()),
         metrics=metrics,
         extra={"fine_tune": "true", "base_model": "tiny"},
     )
-    return register_version(client, domain_id, f"{run.info.artifact_uri}/merged_model",
-                            run.info.run_id, tags)
 
 
 def make_promoter(role: str = "test", **overrides: Any) -> Promoter:
