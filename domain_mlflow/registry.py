@@ -337,11 +337,18 @@ class DomainRegistry:
         self._policies: dict[str, tuple[float, DomainPolicy]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._one_at_a_time = threading.RLock()
 
     def each(self, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        """``call`` on every item, at most ``concurrency`` at a time (registry calls side
-        by side, over MLflow's one HTTP session pool); the results in order."""
-        if self.concurrency == 1 or len(items) < 2:
+        """``call`` on every item, at most ``concurrency`` at a time in this process
+        (registry calls side by side, over MLflow's one HTTP session pool); the results
+        in order. With a concurrency of 1 the threads that call this take turns, a whole
+        list at a time: a SQLite store's writes queue on one file lock, so two threads
+        writing at once only make each other wait on it."""
+        if self.concurrency == 1:
+            with self._one_at_a_time:
+                return [call(item) for item in items]
+        if len(items) < 2:
             return [call(item) for item in items]
         with self._pool_lock:  # one pool per process: every batch's calls share the bound
             if self._pool is None:

@@ -105,3 +105,26 @@ def test_a_model_named_like_ours_with_a_quote_is_left_out(client, run):
     _version(client, run, "domain.it's")
 
     assert _read(client, since) == [ours]
+
+
+def test_with_a_concurrency_of_one_threads_take_turns_a_whole_list_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from domain_mlflow.gate import Thresholds
+    from domain_mlflow.registry import DomainRegistry
+
+    registry = DomainRegistry(MlflowClient(), Thresholds(), concurrency=1)
+    calls: list[str] = []
+
+    def call(item: str) -> str:
+        calls.append(item)
+        time.sleep(0.005)  # the other thread runs meanwhile, if it may
+        return item.upper()
+
+    lists = [[f"{name}{index}" for index in range(10)] for name in "ab"]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda items: registry.each(call, items), lists))
+
+    assert results == [[item.upper() for item in items] for items in lists]
+    # One list's calls, then the other's: never interleaved.
+    assert calls in (lists[0] + lists[1], lists[1] + lists[0]), calls

@@ -92,11 +92,14 @@ def _failure(what: str, error: BaseException) -> str:
 
 class Poller:
     def __init__(self, promoter: Promoter, workers: int | None = None) -> None:
-        """``workers``: batches processed side by side; by default one against a SQLite
-        registry (its writes queue on one file lock, threads only add contention), else 4."""
+        """``workers``: batches processed side by side; by default 2 against a SQLite
+        registry, else 4. On SQLite the registry calls of the two take turns (a whole
+        step's calls at a time, :meth:`DomainRegistry.each`), so one batch runs its gate,
+        config-store and Redis steps while the other writes its aliases and waits on the
+        file's commits."""
         self.promoter = promoter
         if workers is None:
-            workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
+            workers = 2 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
 
     def poll_once(self) -> PollReport:
