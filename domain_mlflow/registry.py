@@ -345,6 +345,8 @@ class DomainRegistry:
         in order. With a concurrency of 1 the threads that call this take turns, a whole
         list at a time: a SQLite store's writes queue on one file lock, so two threads
         writing at once only make each other wait on it."""
+        if not items:
+            return []  # nothing to wait for a turn for
         if self.concurrency == 1:
             with self._one_at_a_time:
                 return [call(item) for item in items]
