@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 # metric name -> "min" (value must be at least the threshold) or "max" (at most)
@@ -35,7 +35,7 @@ class Thresholds:
         return replace(self, **dict(overrides))
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {metric: getattr(self, metric) for metric in GATED_METRICS}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class GateCheck:
     threshold: float
     passed: bool
     reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold,
+                "passed": self.passed, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class GateDecision:
             "passed": self.passed,
             "status": self.status,
             "reasons": list(self.reasons),
-            "checks": [asdict(check) for check in self.checks],
+            "checks": [check.as_dict() for check in self.checks],
             "thresholds": self.thresholds.as_dict(),
             "champion_checked": self.champion_checked,
         }

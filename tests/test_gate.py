@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.exceptions import ConfigError
-from domain_mlflow.gate import GATED_METRICS, Thresholds, decide
+from domain_mlflow.gate import GATED_METRICS, GateDecision, Thresholds, decide
 from domain_mlflow.registry import domain_thresholds, ensure_registered_model
 from domain_mlflow.settings import load_settings
 
@@ -126,3 +126,16 @@ def test_the_gate_passes_exactly_when_every_metric_is_finite_and_within(values):
     decision = decide(metrics, Thresholds())
     assert decision.passed == all(within(name) for name in GATED_METRICS)
     assert len(decision.reasons) == sum(not within(name) for name in GATED_METRICS)
+
+
+def test_a_decision_written_as_a_dict_reads_back_the_same():
+    from dataclasses import fields
+
+    limits = Thresholds(accuracy=0.5, latency_ms=80.0, training_loss=0.2, validation_loss=0.3)
+    decision = decide({"accuracy": 0.6, "latency_ms": 90.0, "training_loss": 0.25},
+                      limits, champion={"accuracy": 0.7})
+    written = decision.to_dict()
+    assert set(written["thresholds"]) == {field.name for field in fields(Thresholds)}
+    assert written["checks"][0] == {"metric": "accuracy", "value": 0.6, "threshold": 0.5,
+                                    "passed": True, "reason": "accuracy 0.6 >= minimum 0.5"}
+    assert GateDecision.from_dict(written) == decision

@@ -15,10 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from domain_mlflow.exceptions import PromotionError
-from domain_mlflow.sinks.database import Database, Transaction, open_database, utc_now
+from domain_mlflow.sinks.database import (
+    Database,
+    Transaction,
+    open_database,
+    to_datetime,
+    utc_now,
+)
 from domain_mlflow.sinks.migrations import apply_migrations
 from domain_mlflow.sinks.promotion_reads import FULL_SWEEP, READ, PromotionReads
 from domain_mlflow.sinks.rollouts import RolloutRecords
@@ -28,8 +34,8 @@ from domain_mlflow.sinks.rows import (
     HistoryEntry,
     Promotion,
     State,
+    as_read,
     config_from_row,
-    decoded,
     default_sqlite_path,
     history_from_row,
     promotion_from_row,
@@ -49,6 +55,14 @@ class ConfigWrite:
     registered_model: str
     serving_name: str
     targets: dict[str, str]
+
+
+def _upsert_values(config: DomainConfig) -> tuple[Any, ...]:
+    """The parameters of UPSERT_CONFIG that write ``config``."""
+    return (config.domain_id, config.model_version, config.registered_model,
+            config.registry_version, config.previous_registry_version, config.model_uri,
+            config.serving_name, config.training_run_id, json.dumps(config.metrics),
+            config.version_number, config.updated_at, config.semver)
 
 
 _INSERT_REQUEST = (
@@ -238,39 +252,45 @@ class ConfigStore(PromotionReads, RolloutRecords):
                  ) -> list[Promotion]:
         """Compare-and-set each move (from the state its promotion was read in); one
         statement per set of changed columns, the moved records in the order given, as
-        the rows now read (built from what was written, not read back)."""
-        self._check_states(tx, [promotion for promotion, _, _ in moves])
+        the rows now read (built from what was written, not read back). A promotion that
+        another writer moved meanwhile fails the whole transaction, named."""
         now = utc_now()
-        statements: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        statements: dict[tuple[str, ...], list[tuple[tuple[Any, ...], Promotion, str]]] = {}
         moved = []
         for promotion, to_state, changes in moves:
-            encoded = {key: encode(key, value) for key, value in changes.items()}
-            statements.setdefault(tuple(encoded), []).append(
-                (str(to_state), now, *encoded.values(), promotion.id, str(promotion.state)))
+            statements.setdefault(tuple(changes), []).append((
+                (str(to_state), now, *(encode(key, value) for key, value in changes.items()),
+                 promotion.id, str(promotion.state)), promotion, str(to_state)))
             moved.append(dataclasses.replace(
                 promotion, state=State(to_state), updated_at=now,
-                **{key: decoded(key, encoded[key]) for key in changes}))
-        for columns, rows in statements.items():
+                **{key: as_read(key, value) for key, value in changes.items()}))
+        for columns, group in statements.items():
             extra = "".join(f", {column} = %s" for column in columns)
             changed = tx.execute_many(f"UPDATE promotions SET state = %s, updated_at = %s{extra} "
-                                      "WHERE id = %s AND state = %s", rows)
-            if changed != len(rows):  # changed between the check and the update
-                raise PromotionError(f"{len(rows) - changed} of {len(rows)} promotions moved "
-                                     "on concurrently")
+                                      "WHERE id = %s AND state = %s",
+                                      [row for row, _, _ in group])
+            if changed != len(group):
+                self._moved_elsewhere(tx, [(promotion, to) for _, promotion, to in group], now)
         return moved
 
-    def _check_states(self, tx: Transaction, expected: list[Promotion]) -> None:
-        """Raise for the first of ``expected`` whose state another writer changed."""
-        found: dict[int, str] = {}
-        for chunk in chunks([promotion.id for promotion in expected]):
+    def _moved_elsewhere(self, tx: Transaction, moves: list[tuple[Promotion, str]],
+                         now: datetime) -> NoReturn:
+        """Raise, naming the first of ``moves`` whose row this transaction did not just
+        move (to its state, stamped ``now``): another writer moved it first."""
+        found: dict[int, tuple[str, datetime | None]] = {}
+        for chunk in chunks([promotion.id for promotion, _ in moves]):
             marks = ", ".join(["%s"] * len(chunk))
-            found.update((int(row["id"]), row["state"]) for row in tx.execute(
-                f"SELECT id, state FROM promotions WHERE id IN ({marks})", chunk))
-        for promotion in expected:
-            if found.get(promotion.id) != promotion.state:
+            found.update((int(row["id"]), (row["state"], to_datetime(row["updated_at"])))
+                         for row in tx.execute("SELECT id, state, updated_at FROM promotions "
+                                               f"WHERE id IN ({marks})", chunk))
+        for promotion, to_state in moves:
+            state, stamp = found.get(promotion.id, (None, None))
+            if (state, stamp) != (to_state, now):
                 raise PromotionError(
                     f"promotion {promotion.id} of {promotion.domain_id} moved on concurrently "
-                    f"(expected state {promotion.state!r}, found {found.get(promotion.id)!r})")
+                    f"(expected state {promotion.state!r}, found {state!r})")
+        raise PromotionError(f"promotions of {moves[0][0].domain_id} and others moved on "
+                             "concurrently")
 
     def _promotions(self, tx: Transaction, ids: list[int]) -> list[Promotion]:
         found: dict[int, Promotion] = {}
@@ -346,26 +366,29 @@ class ConfigStore(PromotionReads, RolloutRecords):
             raise ValueError("write_configs takes at most one promotion per domain")
         now = utc_now()
         with self.database.transaction() as tx:
-            current = self._configs(tx, domains)
+            configs = self._configs(tx, domains)
             upserts, history = [], []
             for write in writes:
-                promotion, config = write.promotion, current.get(write.promotion.domain_id)
+                promotion, config = write.promotion, configs.get(write.promotion.domain_id)
                 if config and config.registry_version == promotion.registry_version:
                     continue  # already pointing here (a repeated request): no row, no history
                 previous = config.registry_version if config else None
                 number = (config.version_number if config else 0) + 1
-                upserts.append((promotion.domain_id, promotion.model_version,
-                                write.registered_model, promotion.registry_version, previous,
-                                promotion.model_uri, write.serving_name,
-                                promotion.training_run_id, json.dumps(promotion.metrics),
-                                number, now, promotion.semver))
+                configs[promotion.domain_id] = written = DomainConfig(
+                    domain_id=promotion.domain_id, model_version=promotion.model_version,
+                    registered_model=write.registered_model,
+                    registry_version=promotion.registry_version, model_uri=promotion.model_uri,
+                    serving_name=write.serving_name, metrics=as_read("metrics", promotion.metrics),
+                    version_number=number, updated_at=now, previous_registry_version=previous,
+                    training_run_id=promotion.training_run_id, semver=promotion.semver)
+                upserts.append(_upsert_values(written))
                 history.append((promotion, write.action, promotion.reason, previous, number))
             if upserts:
                 tx.execute_many(UPSERT_CONFIG, upserts)
                 self._history(tx, history)
             moved = self._advance(tx, [(write.promotion, "config_written",
                                         {"targets": write.targets}) for write in writes])
-            configs = self._configs(tx, domains)
+        # As the rows now read: the upsert wrote each config built here (and ended any split).
         return [(promotion, configs[promotion.domain_id]) for promotion in moved]
 
     def _configs(self, tx: Transaction, domain_ids: list[str]) -> dict[str, DomainConfig]:

@@ -238,6 +238,19 @@ def decoded(column: str, value: Any) -> Any:
     return value
 
 
+def as_read(column: str, value: Any) -> Any:
+    """A promotions column's new value as :func:`promotion_from_row` will read it back,
+    without the JSON round trip: plain string keys (and values, for ``targets``), a
+    decision as a :class:`GateDecision`."""
+    if column == "targets":
+        return {str(key): str(status) for key, status in value.items()}
+    if column == "metrics":
+        return {str(key): number for key, number in value.items()}
+    if column == "decision" and isinstance(value, dict):
+        return GateDecision.from_dict(value)
+    return value
+
+
 def promotion_from_row(row: dict[str, Any]) -> Promotion:
     return Promotion(
         id=int(row["id"]),

@@ -106,6 +106,37 @@ def test_a_stale_state_change_is_refused(store):
         store.advance(promotion, "approved")
 
 
+def test_a_batch_with_one_promotion_moved_elsewhere_is_refused_whole_naming_it(store):
+    batch = [_promotion(store, 1, domain=domain) for domain in ("d1", "d2", "d3")]
+    store.advance(batch[1], "approved")  # another writer moved d2's meanwhile
+    with pytest.raises(PromotionError, match=f"promotion {batch[1].id} of d2 moved on "
+                                             "concurrently.*found 'approved'"):
+        store.advance_many([(promotion, "approved", {"targets": {"redis": "done"}})
+                            for promotion in batch])
+    assert [p.state for p in store.open_promotions()] == ["pending", "approved", "pending"]
+
+
+def test_a_moved_record_is_the_row_as_read_back(store):
+    from domain_mlflow.sinks.rows import TargetStatus
+
+    decision = decide({"accuracy": 0.9, "latency_ms": 10.0, "training_loss": 0.1,
+                       "validation_loss": 0.2}, Thresholds())
+    [moved] = store.advance_many([(_promotion(store, 1), "approved", {
+        "decision": decision, "targets": {Target.REDIS: TargetStatus.DONE}})])
+    assert moved == store.get_promotion(moved.id)
+
+
+def test_configs_written_are_returned_as_they_read_back(store):
+    _promote(store, 1)
+    writes = [ConfigWrite(store.advance(_promotion(store, version, domain=domain), "approved"),
+                          "promote", f"domain.{domain}", domain, {"redis": "pending"})
+              for domain, version in (("d1", 2), ("d2", 1))]
+    written = store.write_configs(writes)
+    assert [config for _, config in written] == [store.get_config("d1"), store.get_config("d2")]
+    assert [(c.registry_version, c.previous_registry_version, c.version_number)
+            for _, c in written] == [(2, 1, 2), (1, None, 1)]
+
+
 def test_failures_are_recorded_with_the_next_attempt(store):
     promotion = store.advance(_promotion(store, 1), "approved")
     failed = store.record_failure(promotion, "redis down", timedelta(seconds=60),
