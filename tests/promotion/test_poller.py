@@ -258,3 +258,46 @@ def test_on_a_sqlite_registry_two_batches_go_side_by_side_and_their_alias_writes
     assert all(earlier[1] <= later[0] for earlier, later in pairwise(ordered))
     switches = sum(earlier[2] != later[2] for earlier, later in pairwise(ordered))
     assert switches == 1, switches
+
+
+_FIRST_BURST = """
+import json, sys
+import mlflow
+from mlflow.tracking import MlflowClient
+from domain_mlflow.promotion.engine import Promoter
+from domain_mlflow.promotion.poller import Poller
+from domain_mlflow.registry import register_version
+from domain_mlflow.services import Services
+from domain_mlflow.settings import load_settings
+from tests.promotion_helpers import training_tags
+
+poller = Poller(Promoter.from_services(Services(load_settings()), "poller"))
+poller.poll_once()
+with mlflow.start_run() as run:
+    mlflow.log_text("{}", "merged_model/config.json")
+for domain in ("first-a", "first-b", "first-c"):
+    register_version(MlflowClient(), domain, run.info.artifact_uri + "/merged_model",
+                     run.info.run_id, training_tags(domain))
+loaded = set(sys.modules)
+report = poller.poll_once()
+print(json.dumps({"promoted": report.promoted, "errors": report.errors,
+                  "imported": sorted(set(sys.modules) - loaded)}))
+"""
+
+
+def test_a_new_pollers_first_burst_waits_for_no_module_to_load(
+        postgres_dsn, redis_url, isolated_mlflow, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "POSTGRES_DSN": postgres_dsn, "REDIS_URL": redis_url,
+           "MLFLOW_TRACKING_URI": isolated_mlflow,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", _FIRST_BURST], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=True)
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (outcome["promoted"], outcome["errors"]) == (3, [])
+    assert outcome["imported"] == []
