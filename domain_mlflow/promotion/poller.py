@@ -92,14 +92,13 @@ def _failure(what: str, error: BaseException) -> str:
 
 class Poller:
     def __init__(self, promoter: Promoter, workers: int | None = None) -> None:
-        """``workers``: batches processed side by side; by default 2 against a SQLite
-        registry, else 4. On SQLite the registry calls of the two take turns (a whole
-        step's calls at a time, :meth:`DomainRegistry.each`), so one batch runs its gate,
-        config-store and Redis steps while the other writes its aliases and waits on the
-        file's commits."""
+        """``workers``: batches processed side by side; by default one against a SQLite
+        registry, else 4. A SQLite store's writes queue on one file lock, and its alias
+        writes are mostly Python holding the GIL: a second batch's steps beside them
+        cost more CPU in GIL hand-offs than they overlap (docs/benchmarks.md)."""
         self.promoter = promoter
         if workers is None:
-            workers = 2 if _registry_uri(promoter.client).startswith("sqlite:") else 4
+            workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
 
     def poll_once(self) -> PollReport:

@@ -10,19 +10,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from itertools import pairwise
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from domain_mlflow.promotion.poller import REGISTRY_READ_LOCK, Poller
-from domain_mlflow.registry import register_version
 from tests.promotion_helpers import (
     PASSING,
     assert_everywhere,
     make_promoter,
     register_domain_version,
-    training_tags,
 )
 
 DOMAIN = "0x5678-SQLAgent"
@@ -214,50 +210,6 @@ def test_a_running_poller_freezes_its_heap_once_after_its_first_cycle(stack, mon
     thread.join(timeout=60)
     assert len(frozen) == 1
     assert_everywhere(stack, version)  # and the cycles did their work
-
-
-def test_on_a_sqlite_registry_two_batches_go_side_by_side_and_their_alias_writes_take_turns(
-        postgres_dsn, redis_url, monkeypatch):
-    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
-
-    monkeypatch.setenv("POSTGRES_DSN", postgres_dsn)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    writes: list[tuple[float, float, int]] = []  # MLflow's own alias writes: start, end, thread
-    write = SqlAlchemyStore.set_registered_model_alias
-
-    def timed(store, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return write(store, *args, **kwargs)
-        finally:
-            writes.append((started, time.perf_counter(), threading.get_ident()))
-
-    monkeypatch.setattr(SqlAlchemyStore, "set_registered_model_alias", timed)
-    client = MlflowClient()
-    with mlflow.start_run() as run:  # every version's source: one shared artifact folder
-        mlflow.log_text("{}", "merged_model/config.json")
-    domains = [f"0x{index:04x}-Batch" for index in range(130)]  # a batch of 100, one of 30
-    versions = {domain: register_version(client, domain, f"{run.info.artifact_uri}/merged_model",
-                                         run.info.run_id, training_tags(domain))
-                for domain in domains}
-    poller = Poller(make_promoter("poller"))
-    assert poller.workers == 2
-
-    report = poller.poll_once()
-
-    assert (report.promoted, report.errors) == (len(domains), [])
-    for domain, version in versions.items():
-        model = client.get_registered_model(f"domain.{domain}")
-        assert str(model.aliases["production"]) == str(version.version)
-        assert [(h.action, h.registry_version) for h in poller.promoter.store.history(domain)] \
-            == [("promote", int(version.version))]
-    assert len(writes) == len(domains)
-    assert len({thread for _, _, thread in writes}) == 2  # each batch in its own thread
-    ordered = sorted(writes)
-    # One write at a time, and one batch's writes all together before the other's.
-    assert all(earlier[1] <= later[0] for earlier, later in pairwise(ordered))
-    switches = sum(earlier[2] != later[2] for earlier, later in pairwise(ordered))
-    assert switches == 1, switches
 
 
 _FIRST_BURST = """
