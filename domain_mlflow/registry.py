@@ -242,11 +242,24 @@ def production_version(client: MlflowClient, domain_id: str) -> int | None:
     return int(version) if version is not None else None
 
 
+def registry_uri(client: MlflowClient) -> str:
+    """Where ``client`` reads and writes the registry."""
+    import mlflow
+
+    return str(getattr(client, "_registry_uri", None) or mlflow.get_registry_uri())
+
+
+def is_local_file(registry_uri: str) -> bool:
+    """Whether the registry is a file on this host (a SQLite or file store): every
+    process writing it queues on the file's one lock."""
+    scheme = registry_uri.partition(":")[0].lower() if "://" in registry_uri else "file"
+    return scheme in ("sqlite", "file")
+
+
 def default_concurrency(registry_uri: str) -> int:
     """Registry calls side by side: 1 on a local SQLite or file store (its writes queue
     on one file), 16 against a tracking server or a database server."""
-    scheme = registry_uri.partition(":")[0].lower() if "://" in registry_uri else "file"
-    return 1 if scheme in ("sqlite", "file") else 16
+    return 1 if is_local_file(registry_uri) else 16
 
 
 def _writer(client: MlflowClient) -> object:
@@ -338,6 +351,11 @@ class DomainRegistry:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._one_at_a_time = threading.RLock()
+
+    @property
+    def local_file(self) -> bool:
+        """Whether this registry is a file on this host (see :func:`is_local_file`)."""
+        return is_local_file(registry_uri(self.client))
 
     def each(self, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         """``call`` on every item, at most ``concurrency`` at a time in this process

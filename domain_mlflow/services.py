@@ -63,10 +63,10 @@ class Services:
     def registry(self) -> DomainRegistry:
         import os
 
-        from domain_mlflow.registry import DomainRegistry, default_concurrency
+        from domain_mlflow.registry import DomainRegistry, default_concurrency, registry_uri
 
         concurrency = self.settings.registry_concurrency or default_concurrency(
-            str(getattr(self.client, "_registry_uri", "") or self.client.tracking_uri))
+            registry_uri(self.client))
         # MLflow's one HTTP session keeps MLFLOW_HTTP_POOL_MAXSIZE connections (10); more
         # calls side by side than that would open and drop connections.
         if concurrency > 10:

@@ -77,12 +77,6 @@ class PollReport:
         return dict(self.__dict__)
 
 
-def _registry_uri(client: Any) -> str:
-    import mlflow
-
-    return str(getattr(client, "_registry_uri", None) or mlflow.get_registry_uri())
-
-
 def _failure(what: str, error: BaseException) -> str:
     if isinstance(error, DomainMlflowError):
         return f"{what}: {error}"
@@ -98,7 +92,7 @@ class Poller:
         cost more CPU in GIL hand-offs than they overlap (docs/benchmarks.md)."""
         self.promoter = promoter
         if workers is None:
-            workers = 1 if _registry_uri(promoter.client).startswith("sqlite:") else 4
+            workers = 1 if promoter.registry.local_file else 4
         self.workers = max(1, min(workers, promoter.store.lock_holders))
 
     def poll_once(self) -> PollReport:
