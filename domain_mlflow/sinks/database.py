@@ -310,14 +310,22 @@ class PostgresDatabase(Database):
 
     @staticmethod
     def _advisory(connection: Any, key: int, blocking: bool, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if row[0]:
-                return True
-            if not blocking or time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
+        if not blocking:
+            return bool(connection.execute("SELECT pg_try_advisory_lock(%s)",
+                                           (key,)).fetchone()[0])
+        import psycopg
+
+        # Waits in the server, which wakes it the moment the holder lets go; PostgreSQL's
+        # lock_timeout ends the wait.
+        connection.execute("SELECT set_config('lock_timeout', %s, false)",
+                           (f"{max(1, round(timeout * 1000))}ms",))
+        try:
+            connection.execute("SELECT pg_advisory_lock(%s)", (key,))
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
+        finally:
+            connection.execute("RESET lock_timeout")
 
     @property
     def lock_holders(self) -> int:

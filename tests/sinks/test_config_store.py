@@ -162,6 +162,26 @@ def test_a_named_lock_is_exclusive(store):
         assert got is True
 
 
+def test_a_blocking_lock_waits_for_its_holder_and_gives_up_after_its_timeout(store):
+    with lock_held_elsewhere(store.database, "poller"), \
+            store.database.lock("poller", timeout=0.2) as got:
+        assert got is False
+    with lock_held_elsewhere(store.database, "poller", release_after=0.3), \
+            store.database.lock("poller", timeout=30) as got:
+        assert got is True
+
+
+def test_a_postgres_lock_leaves_its_pooled_connection_without_a_lock_timeout(postgres_dsn):
+    database = PostgresDatabase(postgres_dsn, max_size=1)  # the lock's connection, reused
+    try:
+        with database.lock("poller", timeout=5) as got:
+            assert got is True
+        with database.transaction() as tx:
+            assert tx.execute("SHOW lock_timeout")[0]["lock_timeout"] == "0"
+    finally:
+        database.close()
+
+
 def test_stores_in_two_schemas_of_one_database_lock_independently(postgres_dsn, tmp_path):
     import uuid
 
