@@ -17,8 +17,8 @@
    store (warmed up, the median of three rounds), and the cycle with nothing new
    (``--rounds`` of our cycle, each followed by a floor: their medians); then
    with 1 old version per domain, one long-running poller
-   process against two on the same burst (bench/poller_process.py), twice each,
-   interleaved.
+   process against two on the same burst (bench/poller_process.py), ``--rounds``
+   times each (at least twice), interleaved, their medians compared.
 
 Postgres and Redis default to the local services; LocalAI is not involved (P2 is
 about the config store and Redis). Every figure comes from this one run.
@@ -54,8 +54,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="old versions per domain in the second store (burst, floor "
                              "and no-op cycle)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="rounds of our burst cycle, each followed by a floor, per store "
-                             "(the medians are compared: a SQLite store's commits vary)")
+                        help="rounds of our burst cycle, each followed by a floor, per store, "
+                             "and of one poller process against two (at least two) (the "
+                             "medians are compared: a SQLite store's commits vary)")
     parser.add_argument("--server-workers", type=int, default=2,
                         help="`mlflow server --workers` for server-postgres")
     return parser
@@ -214,21 +215,27 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
             rounds.setdefault(f"floor ({count} old)", []).append(
                 _floor(base, count, args.server_workers, domains))
     figures.update({key: statistics.median(values) for key, values in rounds.items()})
-    # One poller against two, interleaved twice: on two busy cores one round of each
-    # says little.
-    for round_number, pollers in enumerate((1, 2, 1, 2)):
-        store = bases[1].copy(f"pollers{round_number}")
-        dsn = fresh_config_store(args.postgres_dsn, domains, 1)
-        with store.serving(args.server_workers) as uri:
-            figures[f"{pollers} poller process(es), burst, round {round_number // 2 + 1}"] = \
-                _poll_processes(store, uri, dsn, pollers, domains)
-        store.drop()
+    # One poller against two, interleaved in --rounds pairs (at least two): on two busy
+    # cores one round of each says little.
+    for round_number in range(max(2, args.rounds)):
+        for pollers in (1, 2):
+            store = bases[1].copy(f"pollers{round_number}_{pollers}")
+            dsn = fresh_config_store(args.postgres_dsn, domains, 1)
+            with store.serving(args.server_workers) as uri:
+                seconds = _poll_processes(store, uri, dsn, pollers, domains)
+            store.drop()
+            figures[f"{pollers} poller process(es), burst, round {round_number + 1}"] = seconds
+            rounds.setdefault(f"{pollers} poller process(es), burst", []).append(seconds)
     for base in bases.values():
         base.drop()
     for count in bases:
         cycle, floor = figures[f"burst cycle ({count} old)"], figures[f"floor ({count} old)"]
         print(f"[{kind}] our cycle over {domains} new versions with {count} old each "
               f"{cycle:.2f}s, MLflow's floor {floor:.2f}s ({cycle / floor:.2f}x)")
+    one, two = (statistics.median(rounds[f"{n} poller process(es), burst"]) for n in (1, 2))
+    print(f"[{kind}] one poller process on the burst {one:.2f}s, two {two:.2f}s "
+          f"(medians of {len(rounds['1 poller process(es), burst'])} rounds each, "
+          f"{two / one:.2f}x)")
     for key, value in figures.items():
         each = rounds.get(key, [])
         print(f"[{kind}]   {key}: {value:.2f}s" + (
