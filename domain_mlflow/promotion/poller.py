@@ -296,12 +296,23 @@ class Poller:
             stop.wait(interval)
 
 
+# Young-generation collections per full one once the heap is frozen (Python's default: 10).
+FULL_COLLECTION_EVERY = 100
+
+
 def settle_heap() -> None:
     """Collect, then freeze what is left (``gc.freeze``): the modules, clients and caches
     a daemon keeps for its life. Python's full collections then skip those ~500,000
     objects, which cost a poller 0.3-0.6 s of CPU in a cycle of 1,000 promotions
     (docs/benchmarks.md). Done once, after the first cycle: a frozen object that later
     ends up in a garbage cycle is never freed, so what is frozen must be what lives as
-    long as the process."""
+    long as the process.
+
+    A full collection waits for the survivors to reach a quarter of the objects not
+    frozen, so after the freeze it would come every 10 young collections (2 to 4 in a
+    burst of 1,000 promotions, each walking everything the burst holds): it is allowed
+    one in FULL_COLLECTION_EVERY instead."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)

@@ -195,8 +195,9 @@ def test_the_next_read_reaches_back_from_another_pollers_newer_read(stack):
 
 
 def test_a_running_poller_freezes_its_heap_once_after_its_first_cycle(stack, monkeypatch):
-    frozen = []  # the test process's own heap stays as it is
+    frozen, thresholds = [], []  # the test process's own heap stays as it is
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(time.monotonic()))
+    monkeypatch.setattr(gc, "set_threshold", lambda *limits: thresholds.append(limits))
     version = register_domain_version(DOMAIN, PASSING)
     poller = _poller()
     stop = threading.Event()
@@ -209,6 +210,8 @@ def test_a_running_poller_freezes_its_heap_once_after_its_first_cycle(stack, mon
     stop.set()
     thread.join(timeout=60)
     assert len(frozen) == 1
+    # Full collections one in 100 young ones from then on, the young ones as they were.
+    assert thresholds == [(*gc.get_threshold()[:2], 100)]
     assert_everywhere(stack, version)  # and the cycles did their work
 
 
