@@ -318,7 +318,9 @@ def _timed(call: Any) -> tuple[float, Any]:
 
 def _poll_processes(store: Any, uri: str, dsn: str, count: int, domains: int) -> float:
     """Seconds from the burst reaching ``count`` long-running poller processes (each
-    past its first cycle, see bench/poller_process.py) until all have made one cycle."""
+    past its first cycle, see bench/poller_process.py) until each has reported its
+    cycle. Also printed: the CPU seconds the pollers used in that time and those the
+    whole machine used and left idle (the rest is the server and PostgreSQL)."""
     import json
     import subprocess
 
@@ -333,17 +335,43 @@ def _poll_processes(store: Any, uri: str, dsn: str, count: int, domains: int) ->
         if process.stdout.readline().strip() != "ready":
             raise RuntimeError("a poller process did not start")
     register_new_versions(store, domains)
+    pollers_cpu, (busy, idle) = _cpu_seconds(processes), _machine_cpu_seconds()
     started = time.perf_counter()
     for process in processes:
         process.stdin.write("go\n")
         process.stdin.flush()
-    reports = [json.loads(process.communicate(timeout=900)[0]) for process in processes]
+    reports = [json.loads(process.stdout.readline()) for process in processes]
     elapsed = time.perf_counter() - started
+    pollers_cpu = _cpu_seconds(processes) - pollers_cpu
+    busy_after, idle_after = _machine_cpu_seconds()
+    busy, idle = busy_after - busy, idle_after - idle
+    for process in processes:
+        process.communicate(timeout=900)
     promoted = [report["promoted"] for report in reports]
     if sum(promoted) != domains:
         raise RuntimeError(f"{count} poller(s) promoted {promoted} of {domains}")
-    print(f"  {count} poller(s) promoted {promoted} in {elapsed:.2f}s", flush=True)
+    print(f"  {count} poller(s) promoted {promoted} in {elapsed:.2f}s; CPU: the pollers "
+          f"{pollers_cpu:.1f}s, the machine {busy:.1f}s busy and {idle:.1f}s idle",
+          flush=True)
     return elapsed
+
+
+def _cpu_seconds(processes: list[Any]) -> float:
+    """User and system CPU seconds of running ``processes`` so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """All cores' busy and idle (idle + iowait) CPU seconds since boot (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / ticks, idle / ticks
 
 
 def _registry_calls(uri: str) -> tuple[Any, Any, Any, str]:
