@@ -18,7 +18,10 @@
    (``--rounds`` of our cycle, each followed by a floor: their medians); then
    with 1 old version per domain, one long-running poller
    process against two on the same burst (bench/poller_process.py), ``--rounds``
-   times each (at least twice), interleaved, their medians compared.
+   times each (at least twice), interleaved, their medians compared; and MLflow's
+   floor with its alias writes made by one client process and by two
+   (bench/alias_writer.py), as many rounds, interleaved: what a second process can
+   gain on this machine at all.
 
 Postgres and Redis default to the local services; LocalAI is not involved (P2 is
 about the config store and Redis). Every figure comes from this one run.
@@ -215,10 +218,11 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
             rounds.setdefault(f"floor ({count} old)", []).append(
                 _floor(base, count, args.server_workers, domains))
     figures.update({key: statistics.median(values) for key, values in rounds.items()})
-    # One poller against two, interleaved in --rounds pairs (at least two): on two busy
-    # cores one round of each says little.
+    # One poller against two, interleaved in --rounds pairs (at least two) in the order
+    # 1, 2, 2, 1, 1, 2 (a drift of the machine during the run meets both alike): on two
+    # busy cores one round of each says little.
     for round_number in range(max(2, args.rounds)):
-        for pollers in (1, 2):
+        for pollers in (1, 2) if round_number % 2 == 0 else (2, 1):
             store = bases[1].copy(f"pollers{round_number}_{pollers}")
             dsn = fresh_config_store(args.postgres_dsn, domains, 1)
             with store.serving(args.server_workers) as uri:
@@ -226,6 +230,13 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
             store.drop()
             figures[f"{pollers} poller process(es), burst, round {round_number + 1}"] = seconds
             rounds.setdefault(f"{pollers} poller process(es), burst", []).append(seconds)
+    # What a second client process gains MLflow itself on this machine: the floor's
+    # alias writes split over one process and over two, interleaved as the pollers were.
+    for processes, values in _split_floors(bases[1], args.server_workers, domains,
+                                           max(2, args.rounds)).items():
+        rounds[f"MLflow's floor over {processes} client process(es)"] = values
+        figures[f"MLflow's floor over {processes} client process(es)"] = \
+            statistics.median(values)
     for base in bases.values():
         base.drop()
     for count in bases:
@@ -236,6 +247,9 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
     print(f"[{kind}] one poller process on the burst {one:.2f}s, two {two:.2f}s "
           f"(medians of {len(rounds['1 poller process(es), burst'])} rounds each, "
           f"{two / one:.2f}x)")
+    alone, split = (figures[f"MLflow's floor over {n} client process(es)"] for n in (1, 2))
+    print(f"[{kind}] MLflow's floor over one client process {alone:.2f}s, over two "
+          f"{split:.2f}s ({split / alone:.2f}x): what a second process can gain here")
     for key, value in figures.items():
         each = rounds.get(key, [])
         print(f"[{kind}]   {key}: {value:.2f}s" + (
@@ -266,6 +280,71 @@ def _floor(base: Any, old: int, workers: int, domains: int) -> float:
           f"{', '.join(f'{value:.2f}' for value in rounds)}s after a warm-up of "
           f"{warm_up:.2f}s)", flush=True)
     return floor
+
+
+def _split_floors(base: Any, workers: int, domains: int, count: int) -> dict[int, list[float]]:
+    """MLflow's floor on a copy of ``base`` with its alias writes made by one client
+    process and by two (bench/alias_writer.py, half the burst each), ``count`` rounds
+    of each interleaved 1, 2, 2, 1, after a warm-up; seconds per round."""
+    from bench.cycle_stores import register_new_versions
+
+    twin = base.copy("split")
+    since = int(time.time() * 1000)
+    register_new_versions(twin, domains)
+    seconds: dict[int, list[float]] = {1: [], 2: []}
+    with twin.serving(workers) as uri:
+        registry_floor(uri, since, alias="bench-warm-up")
+        for round_number in range(count):
+            for processes in (1, 2) if round_number % 2 == 0 else (2, 1):
+                seconds[processes].append(_floor_over_processes(uri, since, processes))
+                delete_aliases(uri, since)
+    twin.drop()
+    print("  MLflow's floor over one / two client processes: "
+          + " / ".join(", ".join(f"{value:.2f}" for value in seconds[n]) for n in (1, 2))
+          + "s", flush=True)
+    return seconds
+
+
+def _floor_over_processes(uri: str, since_millis: int, count: int) -> float:
+    """:func:`registry_floor` with its alias writes split over ``count`` processes that
+    are running already: the searches here, then each process sets half (or all) of the
+    aliases; seconds until every process is done."""
+    import json
+
+    from domain_mlflow.registry import policy_tags, versions_since
+
+    processes = _ready_processes("alias_writer.py", count, {"MLFLOW_TRACKING_URI": uri,
+                                                            "MLFLOW_REGISTRY_URI": uri})
+    client, calls, _writer, pattern = _registry_calls(uri)
+    started = time.perf_counter()
+    versions = versions_since(client, pattern, since_millis)
+    policy_tags(client, pattern, calls.each)
+    pairs = sorted((version.name, version.version) for version in versions)
+    if not pairs:
+        raise RuntimeError("no new versions to set aliases on")
+    for index, process in enumerate(processes):
+        process.stdin.write(json.dumps(pairs[index::count]) + "\n")
+        process.stdin.flush()
+    for process in processes:
+        if process.stdout.readline().strip() != "done":
+            raise RuntimeError("an alias writer failed")
+    elapsed = time.perf_counter() - started
+    for process in processes:
+        process.communicate(timeout=60)
+    return elapsed
+
+
+def _ready_processes(script: str, count: int, environment: dict[str, str]) -> list[Any]:
+    """``count`` processes of ``bench/<script>``, each past its ``ready`` line."""
+    import subprocess
+
+    processes = [subprocess.Popen([sys.executable, str(REPO / "bench" / script)],
+                                  env={**os.environ, **environment}, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    for process in processes:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"bench/{script} did not start")
+    return processes
 
 
 def _our_cycles(store: Any, uri: str, dsn: str, domains: int) -> dict[str, float]:
@@ -322,18 +401,11 @@ def _poll_processes(store: Any, uri: str, dsn: str, count: int, domains: int) ->
     cycle. Also printed: the CPU seconds the pollers used in that time and those the
     whole machine used and left idle (the rest is the server and PostgreSQL)."""
     import json
-    import subprocess
 
     from bench.cycle_stores import register_new_versions
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-           "POSTGRES_DSN": dsn}
-    processes = [subprocess.Popen([sys.executable, str(REPO / "bench" / "poller_process.py")],
-                                  env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True) for _ in range(count)]
-    for process in processes:
-        if process.stdout.readline().strip() != "ready":
-            raise RuntimeError("a poller process did not start")
+    processes = _ready_processes("poller_process.py", count, {
+        "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "POSTGRES_DSN": dsn})
     register_new_versions(store, domains)
     pollers_cpu, (busy, idle) = _cpu_seconds(processes), _machine_cpu_seconds()
     started = time.perf_counter()
