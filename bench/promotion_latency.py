@@ -36,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -218,18 +220,16 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
             rounds.setdefault(f"floor ({count} old)", []).append(
                 _floor(base, count, args.server_workers, domains))
     figures.update({key: statistics.median(values) for key, values in rounds.items()})
-    # One poller against two, interleaved in --rounds pairs (at least two) in the order
-    # 1, 2, 2, 1, 1, 2 (a drift of the machine during the run meets both alike): on two
-    # busy cores one round of each says little.
-    for round_number in range(max(2, args.rounds)):
-        for pollers in (1, 2) if round_number % 2 == 0 else (2, 1):
-            store = bases[1].copy(f"pollers{round_number}_{pollers}")
-            dsn = fresh_config_store(args.postgres_dsn, domains, 1)
-            with store.serving(args.server_workers) as uri:
-                seconds = _poll_processes(store, uri, dsn, pollers, domains)
-            store.drop()
-            figures[f"{pollers} poller process(es), burst, round {round_number + 1}"] = seconds
-            rounds.setdefault(f"{pollers} poller process(es), burst", []).append(seconds)
+    # One poller against two in --rounds interleaved pairs (at least two): on two busy
+    # cores one round of each says little.
+    for round_number, pollers in _interleaved(max(2, args.rounds)):
+        store = bases[1].copy(f"pollers{round_number}_{pollers}")
+        dsn = fresh_config_store(args.postgres_dsn, domains, 1)
+        with store.serving(args.server_workers) as uri:
+            seconds = _poll_processes(store, uri, dsn, pollers, domains)
+        store.drop()
+        figures[f"{pollers} poller process(es), burst, round {round_number + 1}"] = seconds
+        rounds.setdefault(f"{pollers} poller process(es), burst", []).append(seconds)
     # What a second client process gains MLflow itself on this machine: the floor's
     # alias writes split over one process and over two, interleaved as the pollers were.
     for processes, values in _split_floors(bases[1], args.server_workers, domains,
@@ -257,24 +257,40 @@ def bench_cycles(args: argparse.Namespace, workdir: Path, kind: str) -> dict[str
     return figures
 
 
+def _interleaved(count: int) -> list[tuple[int, int]]:
+    """``count`` rounds of one process against two, as (round, processes) in the order
+    1, 2, 2, 1, 1, 2, ...: a drift of the machine during the run meets both alike."""
+    return [(round_number, processes) for round_number in range(count)
+            for processes in ((1, 2) if round_number % 2 == 0 else (2, 1))]
+
+
+@contextmanager
+def _floor_twin(base: Any, name: str, workers: int, domains: int
+                ) -> Iterator[tuple[str, int, float]]:
+    """A copy of ``base`` with a new version per domain, served and warmed up: its URI,
+    when the burst began (milliseconds) and the warm-up's seconds. Dropped after.
+
+    A round on another alias warms the server as our poller's first cycle warmed it.
+    Each measured round creates the production aliases, as our cycle does (an alias
+    that exists already is cheaper to set), so the caller deletes them in between."""
+    from bench.cycle_stores import register_new_versions
+
+    twin = base.copy(name)
+    since = int(time.time() * 1000)
+    register_new_versions(twin, domains)
+    with twin.serving(workers) as uri:
+        yield uri, since, registry_floor(uri, since, alias="bench-warm-up")
+    twin.drop()
+
+
 def _floor(base: Any, old: int, workers: int, domains: int) -> float:
     """MLflow's floor for the burst cycle on a copy of ``base``: the median of three
     rounds after a warm-up; seconds."""
-    from bench.cycle_stores import register_new_versions
-
-    twin = base.copy("floor")
-    since = time.time()
-    register_new_versions(twin, domains)
-    with twin.serving(workers) as uri:
-        # A round on another alias warms the server as our poller's first cycle warmed
-        # it. Each measured round creates the production aliases, as our cycle does (an
-        # alias that exists already is cheaper to set), so they are deleted in between.
-        warm_up = registry_floor(uri, int(since * 1000), alias="bench-warm-up")
+    with _floor_twin(base, "floor", workers, domains) as (uri, since, warm_up):
         rounds = []
         for _ in range(3):
-            rounds.append(registry_floor(uri, int(since * 1000)))
-            delete_aliases(uri, int(since * 1000))
-    twin.drop()
+            rounds.append(registry_floor(uri, since))
+            delete_aliases(uri, since)
     floor = statistics.median(rounds)
     print(f"  MLflow's floor with {old} old version(s): {floor:.2f}s (rounds "
           f"{', '.join(f'{value:.2f}' for value in rounds)}s after a warm-up of "
@@ -285,20 +301,12 @@ def _floor(base: Any, old: int, workers: int, domains: int) -> float:
 def _split_floors(base: Any, workers: int, domains: int, count: int) -> dict[int, list[float]]:
     """MLflow's floor on a copy of ``base`` with its alias writes made by one client
     process and by two (bench/alias_writer.py, half the burst each), ``count`` rounds
-    of each interleaved 1, 2, 2, 1, after a warm-up; seconds per round."""
-    from bench.cycle_stores import register_new_versions
-
-    twin = base.copy("split")
-    since = int(time.time() * 1000)
-    register_new_versions(twin, domains)
+    of each interleaved as the pollers are, after a warm-up; seconds per round."""
     seconds: dict[int, list[float]] = {1: [], 2: []}
-    with twin.serving(workers) as uri:
-        registry_floor(uri, since, alias="bench-warm-up")
-        for round_number in range(count):
-            for processes in (1, 2) if round_number % 2 == 0 else (2, 1):
-                seconds[processes].append(_floor_over_processes(uri, since, processes))
-                delete_aliases(uri, since)
-    twin.drop()
+    with _floor_twin(base, "split", workers, domains) as (uri, since, _warm_up):
+        for _round, processes in _interleaved(count):
+            seconds[processes].append(_floor_over_processes(uri, since, processes))
+            delete_aliases(uri, since)
     print("  MLflow's floor over one / two client processes: "
           + " / ".join(", ".join(f"{value:.2f}" for value in seconds[n]) for n in (1, 2))
           + "s", flush=True)
@@ -311,14 +319,11 @@ def _floor_over_processes(uri: str, since_millis: int, count: int) -> float:
     aliases; seconds until every process is done."""
     import json
 
-    from domain_mlflow.registry import policy_tags, versions_since
-
     processes = _ready_processes("alias_writer.py", count, {"MLFLOW_TRACKING_URI": uri,
                                                             "MLFLOW_REGISTRY_URI": uri})
     client, calls, _writer, pattern = _registry_calls(uri)
     started = time.perf_counter()
-    versions = versions_since(client, pattern, since_millis)
-    policy_tags(client, pattern, calls.each)
+    versions = _floor_reads(client, calls, pattern, since_millis)
     pairs = sorted((version.name, version.version) for version in versions)
     if not pairs:
         raise RuntimeError("no new versions to set aliases on")
@@ -468,15 +473,24 @@ def registry_floor(uri: str, since_millis: int, alias: str | None = None) -> flo
     the searches for the registered models' policy tags, the ``production`` alias (or
     ``alias``) per new version (side by side, REGISTRY_CONCURRENCY or the store's
     default)."""
-    from domain_mlflow.registry import PRODUCTION_ALIAS, policy_tags, versions_since
+    from domain_mlflow.registry import PRODUCTION_ALIAS
 
     client, calls, writer, pattern = _registry_calls(uri)
     started = time.perf_counter()
-    versions = versions_since(client, pattern, since_millis)
-    policy_tags(client, pattern, calls.each)
+    versions = _floor_reads(client, calls, pattern, since_millis)
     calls.each(lambda version: writer.set_registered_model_alias(
         version.name, alias or PRODUCTION_ALIAS, version.version), versions)
     return time.perf_counter() - started
+
+
+def _floor_reads(client: Any, calls: Any, pattern: str, since_millis: int) -> list[Any]:
+    """The reads of MLflow's floor before its alias writes: the versions registered
+    since ``since_millis`` (returned) and the registered models' policy tags."""
+    from domain_mlflow.registry import policy_tags, versions_since
+
+    versions = versions_since(client, pattern, since_millis)
+    policy_tags(client, pattern, calls.each)
+    return versions
 
 
 def delete_aliases(uri: str, since_millis: int) -> None:
