@@ -135,6 +135,13 @@ def run_cli_process(*args: str, env: dict[str, str] | None = None,
                           timeout=timeout, check=False)
 
 
+def run_torchrun(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node=2 ARGS`` (a script, or ``-m`` and a module)."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
 def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, text: str) -> None:
     """A user mistake: exit ``code``, one line on stderr naming it, no traceback."""
     assert done.returncode == code, (done.stdout, done.stderr)

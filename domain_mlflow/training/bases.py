@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain_mlflow.exceptions import BaseModelError
-from domain_mlflow.training.base_cache import build_once
+from domain_mlflow.training.base_cache import MODEL_CONFIG, build_once, save_model_folder
 from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS
 from domain_mlflow.training.tiny_base import ensure_tiny_base
 
@@ -107,8 +107,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    save_model_folder(model, tokenizer, target)
 
 
 def ensure_gguf_base(gguf: Path, cache_dir: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -117,7 +116,8 @@ def ensure_gguf_base(gguf: Path, cache_dir: str | os.PathLike[str]) -> tuple[Pat
         raise BaseModelError(f"base_model GGUF file {str(gguf)!r} does not exist")
     digest = file_digest(gguf)
     folder = build_once(gguf_base_dir(cache_dir, digest),
-                        lambda staging: _convert_gguf(gguf, staging), f"GGUF base {gguf.name}")
+                        lambda staging: _convert_gguf(gguf, staging), f"GGUF base {gguf.name}",
+                        required=(MODEL_CONFIG,))
     return folder, digest
 
 

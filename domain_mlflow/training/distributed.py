@@ -9,6 +9,7 @@ environment nothing here does anything.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,14 +98,31 @@ def _env_int(name: str, default: int) -> int:
                           "accelerate launch)") from None
 
 
+def planned_world_size() -> int:
+    """How many training processes the launcher started (``WORLD_SIZE``; 1 without one)."""
+    return max(1, _env_int("WORLD_SIZE", 1))
+
+
 def join_process_group() -> ProcessGroup:
-    """The group described by ``WORLD_SIZE``/``RANK`` (set by the launcher), joined once."""
-    world_size = _env_int("WORLD_SIZE", 1)
-    if world_size <= 1:
+    """The group described by ``WORLD_SIZE``/``RANK`` (set by the launcher), joined once.
+
+    A group this starts is destroyed when the process exits: a process whose gloo
+    group is still alive in the interpreter's shutdown can abort (SIGABRT) and fail
+    the launch after training succeeded. A group the caller started is left to it.
+    """
+    if planned_world_size() <= 1:
         return ProcessGroup()
     import torch.distributed as dist
 
     if not dist.is_initialized():
         # gloo: the training loop keeps its tensors on the CPU.
         dist.init_process_group(backend="gloo")
+        atexit.register(_leave_process_group)
     return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

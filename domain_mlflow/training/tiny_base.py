@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from domain_mlflow.data.synthetic import pretraining_examples
-from domain_mlflow.training.base_cache import build_once
+from domain_mlflow.training.base_cache import MODEL_CONFIG, build_once, save_model_folder
 from domain_mlflow.training.progress import DEFAULT_INTERVAL_SECONDS
 
 _log = logging.getLogger(__name__)
@@ -149,9 +149,8 @@ def _pretrain(target: Path, spec: TinyBaseSpec, progress: bool | None,
                         tokenizer.pad_token_id, progress=progress, on_checkpoint=checkpoint,
                         description="pretraining the tiny base (once)")
     result = loop.run(resume_state)
-    state_file.unlink(missing_ok=True)
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    save_model_folder(model, tokenizer, target)
+    state_file.unlink(missing_ok=True)  # only once the model is saved: a failed save resumes
     (target / "pretraining.json").write_text(json.dumps({
         "spec": asdict(spec),
         "examples": len(encoded),
@@ -175,4 +174,4 @@ def ensure_tiny_base(
     """
     return build_once(tiny_base_dir(cache_dir, spec),
                       lambda staging: _pretrain(staging, spec, progress, progress_seconds),
-                      "the tiny base model", resumable=True)
+                      "the tiny base model", resumable=True, required=(MODEL_CONFIG,))

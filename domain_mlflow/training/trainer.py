@@ -15,7 +15,7 @@ from domain_mlflow.naming import training_run_id, utc_now
 from domain_mlflow.settings import Settings, load_settings
 from domain_mlflow.training.checkpoints import Checkpoint, CheckpointStore
 from domain_mlflow.training.config import TrainingConfig
-from domain_mlflow.training.distributed import join_process_group
+from domain_mlflow.training.distributed import join_process_group, planned_world_size
 from domain_mlflow.training.run import Deploy, PreparedData, RunContext, TrainingRun
 
 # What the resume checkpoint must share with the new run.
@@ -64,13 +64,17 @@ class Trainer:
 
     def train(self, config: TrainingConfig) -> dict[str, Any]:
         """Run ``config`` end to end and return the result dict (also ``results.json``)."""
-        group = join_process_group()
-        if group.active and config.batch_size < group.world_size:
+        world_size = planned_world_size()
+        if config.batch_size < world_size:
             raise ConfigError(f"batch_size {config.batch_size} is smaller than the "
-                              f"{group.world_size} training processes; raise it")
+                              f"{world_size} training processes; raise it")
         store = CheckpointStore(self.checkpoint_dir, config.domain_id)
         checkpoint = _resume_checkpoint(config, store)
+        # Before the process group starts: a base built once into the cache is then
+        # written by whichever process holds the cache's lock (transformers writes a
+        # model only from rank 0 of a started group).
         prepared = _prepare(config, self.settings, self.progress)
+        group = join_process_group()
         if checkpoint:
             _check_resumable(checkpoint, config, prepared.data.digest)
             run_id = checkpoint.training_run_id

@@ -17,6 +17,7 @@ from domain_mlflow.exceptions import BaseModelError
 from domain_mlflow.training import bases
 from domain_mlflow.training.base_cache import DONE_MARKER, build_once, staging_dir
 from domain_mlflow.training.bases import NamedBase, resolve_base
+from tests.helpers import run_torchrun
 
 
 def test_a_named_base_whose_package_is_missing_says_how_to_install_it(monkeypatch, tmp_path):
@@ -98,3 +99,58 @@ def test_a_killed_tiny_base_build_continues_from_its_own_checkpoint(tmp_path):
     folder = Path(second.stdout.strip().splitlines()[-1])
     assert (folder / DONE_MARKER).is_file() and (folder / "model.safetensors").is_file()
     assert not (folder / "pretraining-state.pt").exists()
+
+
+_BUILD_IN_A_GROUP = """
+import logging, os, sys
+import torch.distributed as dist
+from domain_mlflow.exceptions import BaseModelError
+from domain_mlflow.training.tiny_base import TinyBaseSpec, ensure_tiny_base
+logging.basicConfig(level=logging.INFO)
+spec = TinyBaseSpec(vocab_size=300, n_positions=64, n_embd=16, n_layer=1, n_head=1,
+                    corpus_per_domain=40, pretrain_steps=20, batch_size=4)
+dist.init_process_group("gloo")
+report = open(os.path.join(sys.argv[2], f"rank-{dist.get_rank()}.txt"), "w")
+if dist.get_rank() == 1:
+    try:
+        ensure_tiny_base(sys.argv[1], spec, progress=False)
+    except BaseModelError as error:
+        print(error, file=report)
+dist.barrier()
+if dist.get_rank() == 0:
+    print(ensure_tiny_base(sys.argv[1], spec, progress=False), file=report)
+dist.destroy_process_group()
+"""
+
+
+def test_a_base_built_from_rank_1_of_a_started_group_fails_and_rank_0_finishes_it(tmp_path):
+    """transformers writes no model from rank 1 and says nothing: not marked done."""
+    script = tmp_path / "build.py"
+    script.write_text(_BUILD_IN_A_GROUP)
+    cache = tmp_path / "cache"
+    done = run_torchrun(str(script), str(cache), str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [built] = (tmp_path / "rank-0.txt").read_text().splitlines()
+    folder = Path(built)
+    assert (tmp_path / "rank-1.txt").read_text().splitlines() == [
+        f"transformers wrote no model into {staging_dir(folder)}: this process is not rank 0 "
+        "of an initialised torch.distributed group. Build the base before the group starts "
+        "(domain-mlflow train does), or from rank 0"]
+    assert folder.parent == cache
+    assert (folder / DONE_MARKER).is_file() and (folder / "config.json").is_file()
+    assert (folder / "model.safetensors").is_file()
+    # rank 0 took over rank 1's staging folder and its saved state, not a new start
+    assert "continuing the tiny base's pretraining from step 20" in done.stderr
+
+
+def test_a_folder_marked_complete_without_its_model_is_built_again(tmp_path, caplog):
+    target = tmp_path / "built"
+    target.mkdir()
+    (target / DONE_MARKER).write_text("ok\n")  # as a build from rank 1 once left it
+
+    def build(folder: Path) -> None:
+        (folder / "config.json").write_text("{}")
+
+    assert build_once(target, build, "a test base", required=("config.json",)) == target
+    assert (target / "config.json").is_file() and (target / DONE_MARKER).is_file()
+    assert "a test base in" in caplog.text and "lacks config.json; building it again" in caplog.text

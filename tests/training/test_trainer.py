@@ -23,6 +23,7 @@ from domain_mlflow.exceptions import (
 from domain_mlflow.training.features import encode_example
 from domain_mlflow.training.loop import LoopConfig, TrainingLoop
 from domain_mlflow.training.models import add_lora, load_base
+from tests.helpers import run_torchrun
 
 DOMAIN = "0x5678-SQLAgent"
 TINY_BUDGET = {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "batch_size": 8}
@@ -308,16 +309,9 @@ def test_a_missing_local_folder_is_a_clear_base_model_error(small_sql_data, tmp_
 
 def test_torchrun_with_two_processes_trains_one_run_and_one_version(small_sql_data, tmp_path):
     """Data-parallel under torchrun: rank 0 alone logs, checkpoints and registers."""
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         "-m", "domain_mlflow.cli", "train", "--domain-id", DOMAIN, "--data",
-         str(small_sql_data), "--max-steps", "4", "--eval-every", "2", "--checkpoint-every",
-         "2", "--batch-size", "8", "--json"],
-        capture_output=True, text=True, timeout=600, check=False)
+    done = run_torchrun("-m", "domain_mlflow.cli", "train", "--domain-id", DOMAIN, "--data",
+                        str(small_sql_data), "--max-steps", "4", "--eval-every", "2",
+                        "--checkpoint-every", "2", "--batch-size", "8", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout)  # one report: rank 0's
     client = MlflowClient()
